@@ -1,0 +1,190 @@
+"""Typed, validated configuration: the suite file and every component's hyper-parameters.
+
+Each component (strategy, stream, backbone) declares its hyper-parameters as a dataclass whose fields carry
+defaults and whose `__post_init__` checks ranges with `require`. `make_config` builds such a dataclass from a
+YAML mapping, rejecting unknown keys and wrong types with a message that names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping, TypeVar, Union
+
+import yaml
+
+from benchmark.errors import ConfigError
+
+C = TypeVar("C")
+
+
+def require(condition: bool, key: str, allowed: str, value: Any) -> None:
+    """Raise a ConfigError naming `key`, the allowed range and the value given, unless `condition` holds."""
+    if not condition:
+        raise ConfigError(f"{key}: must be {allowed}, got {value!r}")
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert a YAML scalar to the field's declared type; YAML reads `1e-4` as a string, so floats parse strings."""
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        return _coerce(value, next(a for a in options if a is not type(None)), key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: must be a list, got {value!r}")
+        (item_type, *_) = typing.get_args(annotation)
+        return tuple(_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: must be a number, got {value!r}") from None
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: must be a string, got {value!r}")
+        return value
+    return value
+
+
+def make_config(cls: type[C], raw: Mapping[str, Any] | None, where: str) -> C:
+    """Build dataclass `cls` from `raw`; `where` (e.g. 'strategies.full_ft') prefixes every error message."""
+    raw = dict(raw or {})
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a mapping of hyper-parameters, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(fields) or '(none)'}")
+    hints = typing.get_type_hints(cls)
+    values = {name: _coerce(value, hints[name], f"{where}.{name}") for name, value in raw.items()}
+    try:
+        return cls(**values)
+    except ConfigError as error:
+        raise ConfigError(f"{where}.{error}") from None
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A dataclass config as a plain JSON-able dict (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+    """A registered name with its raw hyper-parameters (validated by the component's own config class)."""
+
+    name: str
+    params: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class RetentionConfig:
+    """How retention of the pre-training domain is measured."""
+
+    protocol: str = "head"  # name in benchmark.retention.PROTOCOLS
+    eval_size: int = 2000  # images in the seeded subset of the pre-training domain's test set
+    subset_seed: int = 0  # the subset is the same for every run, whatever the run's seed
+
+    def __post_init__(self) -> None:
+        require(self.eval_size >= 1, "eval_size", ">= 1", self.eval_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteConfig:
+    """One YAML suite: the grid backbones x streams x strategies x seeds and how to run it."""
+
+    name: str
+    backbones: tuple[Component, ...]
+    streams: tuple[Component, ...]
+    strategies: tuple[Component, ...]
+    seeds: tuple[int, ...] = (1993,)
+    retention: RetentionConfig = RetentionConfig()
+    device: str = "auto"  # auto (cuda if available), cpu, cuda
+    precision: str = "auto"  # auto (bf16 autocast on cuda, fp32 on cpu), fp32, bf16
+
+
+SUITE_KEYS = ("backbones", "streams", "strategies", "seeds", "retention", "device", "precision")
+
+
+def _components(raw: Any, key: str) -> tuple[Component, ...]:
+    """`{name: {params}}` or `[name, ...]` -> components; an empty grid axis is an error."""
+    if isinstance(raw, list):
+        raw = {name: {} for name in raw}
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{key}: must be a non-empty mapping of name -> hyper-parameters, got {raw!r}")
+    for name, params in raw.items():
+        if params is not None and not isinstance(params, dict):
+            raise ConfigError(f"{key}.{name}: must be a mapping of hyper-parameters, got {params!r}")
+    return tuple(Component(str(name), dict(params or {})) for name, params in raw.items())
+
+
+def parse_suite(raw: Any, name: str) -> SuiteConfig:
+    """Validate the structure of a suite mapping (component names and params are checked by their registries)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"suite {name!r}: the file must hold a mapping with keys {', '.join(SUITE_KEYS)}")
+    unknown = sorted(set(raw) - set(SUITE_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in suite {name!r}; valid keys: {', '.join(SUITE_KEYS)}")
+    seeds = _coerce(raw.get("seeds", [1993]), tuple[int, ...], "seeds")
+    require(len(seeds) > 0 and len(set(seeds)) == len(seeds), "seeds", "a non-empty list of distinct integers", seeds)
+    device = _coerce(raw.get("device", "auto"), str, "device")
+    require(device in ("auto", "cpu", "cuda"), "device", "one of auto, cpu, cuda", device)
+    precision = _coerce(raw.get("precision", "auto"), str, "precision")
+    require(precision in ("auto", "fp32", "bf16"), "precision", "one of auto, fp32, bf16", precision)
+    return SuiteConfig(
+        name=name,
+        backbones=_components(raw.get("backbones"), "backbones"),
+        streams=_components(raw.get("streams"), "streams"),
+        strategies=_components(raw.get("strategies"), "strategies"),
+        seeds=seeds,
+        retention=make_config(RetentionConfig, raw.get("retention"), "retention"),
+        device=device,
+        precision=precision,
+    )
+
+
+def load_suite(path: Path) -> SuiteConfig:
+    """Read and validate a YAML suite file; the suite's name is the file's stem."""
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found; pass an existing YAML file with --config")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}; fix the syntax") from None
+    return parse_suite(raw, path.stem)
+
+
+def select(config: SuiteConfig, *, streams: list[str] | None = None, strategies: list[str] | None = None,
+           seeds: list[int] | None = None) -> SuiteConfig:
+    """Narrow (or extend) a suite from the command line: named components keep their configured hyper-parameters,
+    names the file does not list run with their defaults."""
+    def pick(configured: tuple[Component, ...], names: list[str] | None) -> tuple[Component, ...]:
+        if names is None:
+            return configured
+        by_name = {c.name: c for c in configured}
+        return tuple(by_name.get(name, Component(name, {})) for name in dict.fromkeys(names))
+
+    if seeds is not None:
+        require(len(set(seeds)) == len(seeds), "--seeds", "distinct integers", seeds)
+    return dataclasses.replace(
+        config,
+        streams=pick(config.streams, streams),
+        strategies=pick(config.strategies, strategies),
+        seeds=tuple(seeds) if seeds is not None else config.seeds,
+    )

@@ -1,0 +1,49 @@
+"""Costs measured centrally, never self-reported by strategies: parameters, FLOPs, time, memory.
+
+FLOPs follow `torch.utils.flop_counter.FlopCounterMode`: one multiply-add counts as 2 FLOPs (a matrix product
+of (m x k) by (k x n) is 2mkn); only matrix products and convolutions are counted, so element-wise work
+(norms, activations, softmax) is not.
+"""
+
+from __future__ import annotations
+
+import resource
+from itertools import chain
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from strategies.base import Strategy
+
+
+def parameter_counts(strategy: Strategy) -> dict[str, int]:
+    """total and trainable parameters, and numbers the strategy stores beyond the pre-trained backbone."""
+    parameters = list(strategy.parameters())
+    stored = chain(parameters, strategy.buffers())
+    return {
+        "params_total": sum(p.numel() for p in parameters),
+        "params_trainable": sum(p.numel() for p in parameters if p.requires_grad),
+        "params_added": sum(t.numel() for t in stored if id(t) not in strategy.pretrained_ids),
+    }
+
+
+@torch.no_grad()
+def flops_per_image(strategy: Strategy, image: torch.Tensor) -> int:
+    """Inference FLOPs of `strategy.predict` on one image, in eval mode."""
+    strategy.eval()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        strategy.predict(image.unsqueeze(0).to(strategy.runtime.device))
+    return int(counter.get_total_flops())
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: torch.device) -> dict[str, object]:
+    """CUDA: peak memory allocated by tensors during the run. CPU: the process's peak resident set so far."""
+    if device.type == "cuda":
+        return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20, "memory_kind": "cuda_allocated"}
+    return {"peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "memory_kind": "process_rss"}

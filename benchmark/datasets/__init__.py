@@ -1,0 +1,1 @@
+"""Raw data sets on disk and their conversion to a backbone's input."""

@@ -1,0 +1,92 @@
+"""One run: a strategy trained through a stream on a backbone with one seed, evaluated after every task.
+
+After each task the runner fills a row of the accuracy matrix (every task's test set, future tasks included) and
+scores retention on the pre-training domain; before the first task it scores retention once more. Evaluation is
+gradient-free, in eval mode and batched; test sets are turned into tensors once per run.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from benchmark import costs
+from benchmark.backbones import Backbone, build_backbone
+from benchmark.evaluation import accuracy, as_tensors
+from benchmark.metrics import summarize
+from benchmark.results import STATUS_OK, SCHEMA_VERSION, RunSpec
+from benchmark.retention import PROTOCOLS
+from benchmark.runtime import Runtime
+from benchmark.streams import build_stream
+from strategies.base import build_strategy
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _clock(runtime: Runtime) -> float:
+    if runtime.device.type == "cuda":
+        torch.cuda.synchronize(runtime.device)
+    return time.perf_counter()
+
+
+def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None) -> dict[str, Any]:
+    """Execute `spec` and return its result (status ok); exceptions propagate to the caller."""
+    started = _clock(runtime)
+    costs.reset_peak_memory(runtime.device)
+    backbone = backbone or build_backbone(spec.backbone, **spec.backbone_params)
+    stream = build_stream(spec.stream, spec.seed, image_spec=backbone.image_spec, **spec.stream_params)
+    eval_set = backbone.pretrain_eval(spec.retention["eval_size"], spec.retention["subset_seed"])
+    retained_score = PROTOCOLS.get(spec.retention["protocol"])(backbone, eval_set, runtime)
+    tests = [as_tensors(task.test) for task in stream.tasks]
+
+    seed_everything(spec.seed)
+    strategy = build_strategy(spec.strategy, spec.strategy_params, copy.deepcopy(backbone.model), runtime)
+    strategy.eval()
+    retained = [retained_score(strategy)]
+    matrix: list[list[float]] = []
+    train_s: list[float] = []
+    eval_s: list[float] = []
+    for task in runtime.bar(stream.tasks, desc=f"{spec.strategy} on {spec.stream}", total=len(stream.tasks)):
+        start = _clock(runtime)
+        strategy.train_task(task)
+        train_s.append(_clock(runtime) - start)
+        start = _clock(runtime)
+        strategy.eval()
+        matrix.append([accuracy(strategy.predict, images, labels, runtime) for images, labels in tests])
+        retained.append(retained_score(strategy))
+        eval_s.append(_clock(runtime) - start)
+
+    cost = {**costs.parameter_counts(strategy), "flops_per_image": costs.flops_per_image(strategy, tests[0][0][0]),
+            "train_s": train_s, "eval_s": eval_s, "wall_time_s": _clock(runtime) - started,
+            **costs.peak_memory_mb(runtime.device)}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": spec.run_id,
+        "status": STATUS_OK,
+        "stream": spec.stream,
+        "strategy": spec.strategy,
+        "strategy_params": dict(spec.strategy_params),
+        "backbone": spec.backbone,
+        "backbone_params": dict(spec.backbone_params),
+        "seed": spec.seed,
+        "scenario": stream.scenario,
+        "class_order": list(stream.class_order),
+        "task_names": [task.name for task in stream.tasks],
+        "task_classes": [list(task.classes) for task in stream.tasks],
+        "test_sizes": [len(labels) for _, labels in tests],
+        "accuracy_matrix": matrix,
+        "metrics": summarize(matrix, [len(labels) for _, labels in tests], retained),
+        "cost": cost,
+        "retention_protocol": spec.retention["protocol"],
+        "retention_eval": {"dataset": eval_set.name, "size": len(eval_set.labels)},
+        "config": spec.as_dict(),
+    }

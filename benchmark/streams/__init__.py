@@ -1,0 +1,9 @@
+"""Task streams: a registry of builders, each returning a `Stream` around an Avalanche benchmark.
+
+Importing this package registers the built-in streams.
+"""
+
+from benchmark.streams.base import STREAMS, Stream, Task, build_stream, register_stream, stream_params
+from benchmark.streams import mini  # noqa: F401  (registers the mini streams)
+
+__all__ = ["STREAMS", "Stream", "Task", "build_stream", "register_stream", "stream_params"]

@@ -1,0 +1,98 @@
+"""The grid backbones x streams x strategies x seeds: plan, check, run, resume.
+
+Everything the user gave is validated, and every backbone, stream and pre-training eval set is loaded once,
+before any training or any file is written: a typo or a missing data set fails in seconds, not after hours.
+Finished runs (result status `ok`) are skipped; a run that raises is recorded as `failed` with its traceback and
+the suite goes on.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmark.backbones import Backbone, backbone_params, build_backbone
+from benchmark.config import SuiteConfig, config_dict
+from benchmark.results import (SCHEMA_VERSION, STATUS_FAILED, RunSpec, is_finished, result_path, versions,
+                               write_json_atomic)
+from benchmark.retention import PROTOCOLS
+from benchmark.runner import run
+from benchmark.runtime import Runtime
+from benchmark.streams import build_stream, stream_params
+from strategies.base import strategy_config
+
+
+@dataclass
+class SuiteOutcome:
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+def plan_runs(config: SuiteConfig, runtime: Runtime) -> list[RunSpec]:
+    """Validate every component's hyper-parameters and expand the grid into run specs."""
+    PROTOCOLS.get(config.retention.protocol)
+    backbones = [(b.name, config_dict(backbone_params(b.name, b.params))) for b in config.backbones]
+    streams = [(s.name, config_dict(stream_params(s.name, s.params))) for s in config.streams]
+    strategies = [(s.name, config_dict(strategy_config(s.name, s.params))) for s in config.strategies]
+    precision = "bf16" if runtime.amp_dtype is not None else "fp32"
+    return [
+        RunSpec(stream, s_params, strategy, st_params, backbone, b_params, seed, config_dict(config.retention),
+                runtime.device.type, precision)
+        for backbone, b_params in backbones
+        for stream, s_params in streams
+        for strategy, st_params in strategies
+        for seed in config.seeds
+    ]
+
+
+def preflight(specs: list[RunSpec]) -> dict[str, Backbone]:
+    """Load every backbone and eval set and build every stream once, so missing data fails before training."""
+    backbones: dict[str, Backbone] = {}
+    for spec in specs:
+        if spec.backbone not in backbones:
+            backbones[spec.backbone] = build_backbone(spec.backbone, **spec.backbone_params)
+            backbones[spec.backbone].pretrain_eval(spec.retention["eval_size"], spec.retention["subset_seed"])
+    checked = set()
+    for spec in specs:
+        key = (spec.stream, repr(sorted(spec.stream_params.items())), spec.backbone)
+        if key not in checked:
+            build_stream(spec.stream, spec.seed, image_spec=backbones[spec.backbone].image_spec, **spec.stream_params)
+            checked.add(key)
+    return backbones
+
+
+def failed_result(spec: RunSpec, error: BaseException) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": spec.run_id,
+        "status": STATUS_FAILED,
+        "stream": spec.stream,
+        "strategy": spec.strategy,
+        "backbone": spec.backbone,
+        "seed": spec.seed,
+        "error": f"{type(error).__name__}: {error}",
+        "traceback": traceback.format_exc(),
+        "config": spec.as_dict(),
+    }
+
+
+def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime) -> SuiteOutcome:
+    specs = plan_runs(config, runtime)
+    backbones = preflight(specs)
+    outcome = SuiteOutcome()
+    environment = versions()
+    for spec in runtime.bar(specs, desc="runs", total=len(specs), leave=True):
+        if is_finished(out_dir, spec.run_id):
+            outcome.skipped.append(spec.run_id)
+            continue
+        try:
+            result = run(spec, runtime, backbones[spec.backbone])
+            outcome.ran.append(spec.run_id)
+        except Exception as error:  # a failing run is recorded; the suite goes on
+            result = failed_result(spec, error)
+            outcome.failed.append(spec.run_id)
+        write_json_atomic(result_path(out_dir, spec.run_id), {**result, "versions": environment})
+    return outcome

@@ -1,0 +1,9 @@
+"""Strategies: one module per method, each registered by name in `strategies.base.STRATEGIES`.
+
+Importing this package registers the built-in strategies.
+"""
+
+from strategies import full_ft, linear  # noqa: F401
+from strategies.base import STRATEGIES, Strategy, build_strategy, register, strategy_config
+
+__all__ = ["STRATEGIES", "Strategy", "build_strategy", "register", "strategy_config"]

@@ -1,0 +1,73 @@
+"""The one training loop strategies call: data, parameters and loss in, trained parameters out.
+
+Kept plain (as nanoGPT's train.py): a strategy with a special phase writes that phase out itself. The loop does not
+change train/eval modes; the strategy sets them (a frozen backbone stays in eval mode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from benchmark.config import require
+from benchmark.runtime import Runtime
+
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay),
+    "adamw": lambda params, c: torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay),
+}
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of the shared loop; strategy configs extend it."""
+
+    epochs: int = 5  # passes over each task's training set
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adamw"  # sgd or adamw
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  # lr over each task's steps: constant or cosine (to 0)
+
+    def __post_init__(self) -> None:
+        require(self.epochs >= 1, "epochs", ">= 1", self.epochs)
+        require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
+        require(self.lr > 0, "lr", "> 0", self.lr)
+        require(self.optimizer in OPTIMIZERS, "optimizer", f"one of {', '.join(OPTIMIZERS)}", self.optimizer)
+        require(0 <= self.momentum < 1, "momentum", "in [0, 1)", self.momentum)
+        require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
+        require(self.schedule in SCHEDULES, "schedule", f"one of {', '.join(SCHEDULES)}", self.schedule)
+
+
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (images, labels) -> scalar loss
+
+
+def fit(loss_fn: Loss, parameters: Iterable[torch.nn.Parameter] | list[dict], data: Dataset, config: TrainConfig,
+        runtime: Runtime, desc: str = "train") -> float:
+    """Minimise `loss_fn` over `data` for `config.epochs` epochs; returns the mean loss of the last epoch."""
+    loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, drop_last=False,
+                        pin_memory=runtime.device.type == "cuda")
+    optimizer = OPTIMIZERS[config.optimizer](parameters, config)
+    total_steps = config.epochs * len(loader)
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+                if config.schedule == "cosine" else None)
+    epoch_loss = torch.zeros((), device=runtime.device)
+    for _ in runtime.bar(range(config.epochs), desc=desc):
+        epoch_loss.zero_()
+        for images, labels in loader:
+            images = images.to(runtime.device, non_blocking=True)
+            labels = labels.to(runtime.device, non_blocking=True)
+            with runtime.autocast():
+                loss = loss_fn(images, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            epoch_loss += loss.detach()
+    return float(epoch_loss) / max(len(loader), 1)

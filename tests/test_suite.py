@@ -1,0 +1,181 @@
+"""The suite end to end through its command line, on the tiny backbone and the real digits streams."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import run_suite
+from benchmark.config import load_suite
+from benchmark.results import iter_results
+from benchmark.runtime import Runtime
+from benchmark.suite import plan_runs
+from strategies import STRATEGIES
+from strategies.base import Strategy, register
+from strategies.linear import LinearConfig, LinearProbe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def suite(config: Path, out: Path, *extra: str) -> int:
+    return run_suite.main(["--config", str(config), "--out", str(out), "--quiet", *extra])
+
+
+def results_by_strategy(out: Path) -> dict:
+    return {r["strategy"]: r for r in iter_results(out)}
+
+
+def snapshot(out: Path) -> dict:
+    return {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_suite_writes_results_and_leaderboard(write_suite, tmp_path):
+    out = tmp_path / "out"
+    assert suite(write_suite(), out) == 0
+    results = results_by_strategy(out)
+    assert set(results) == {"full_ft", "linear"}
+    for result in results.values():
+        assert result["status"] == "ok" and result["scenario"] == "class-incremental"
+        matrix = result["accuracy_matrix"]
+        assert len(matrix) == 5 and all(len(row) == 5 for row in matrix)
+        assert all(matrix[i][j] == 0.0 for i in range(5) for j in range(i + 1, 5))  # unseen classes: no logits
+        assert len(result["metrics"]["retained_pretrain_acc"]) == 6
+        assert result["task_classes"] == [[result["class_order"][2 * t], result["class_order"][2 * t + 1]]
+                                          for t in range(5)]
+        assert result["retention_protocol"] == "head" and result["retention_eval"]["size"] == 100
+        assert set(result["versions"]) == {"python", "torch", "timm", "avalanche", "git_commit"}
+        assert len(result["cost"]["train_s"]) == 5 and result["cost"]["flops_per_image"] > 0
+        assert result["run_id"].startswith(f"mini-split-digits__{result['strategy']}__vit-mini__seed1993__")
+    # A frozen backbone keeps exactly the pre-trained features, so nothing of the pre-training domain is lost.
+    assert results["linear"]["metrics"]["pretrain_drop"] == 0.0
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert sorted(board["strategy"]) == ["full_ft", "linear"] and (board["n_seeds"] == 1).all()
+    assert board["avg_acc_std"].isna().all()
+    row = board.set_index("strategy").loc["linear"]
+    assert row["avg_acc_mean"] == pytest.approx(results["linear"]["metrics"]["avg_acc"], abs=1e-4)
+
+
+def test_rerun_resumes_and_changes_nothing(write_suite, tmp_path, capsys):
+    config, out = write_suite(strategies={"linear": {"epochs": 1}}), tmp_path / "out"
+    assert suite(config, out) == 0
+    before = snapshot(out)
+    capsys.readouterr()
+    assert suite(config, out) == 0
+    assert "0 runs done, 1 already finished, 0 failed" in capsys.readouterr().out
+    assert snapshot(out) == before
+
+
+def test_changed_hyper_parameter_is_a_new_run(write_suite, tmp_path):
+    out = tmp_path / "out"
+    suite(write_suite(strategies={"linear": {"epochs": 1}}), out)
+    suite(write_suite(strategies={"linear": {"epochs": 1, "lr": 0.05}}), out)
+    assert len(list(iter_results(out))) == 2
+    assert len(pd.read_csv(out / "leaderboard.csv")) == 2  # different configurations are never averaged
+
+
+@register("explodes_on_task_1")
+class ExplodesOnSecondTask(LinearProbe):
+    """A strategy that fails mid-stream, to check that the suite records it and goes on."""
+
+    Config = LinearConfig
+
+    def train_task(self, task):
+        if task.index == 1:
+            raise RuntimeError("boom at task 1")
+        super().train_task(task)
+
+
+def test_failing_run_is_recorded_and_the_suite_goes_on(write_suite, tmp_path, capsys):
+    out = tmp_path / "out"
+    config = write_suite(strategies={"explodes_on_task_1": {"epochs": 1}, "linear": {"epochs": 1}})
+    assert suite(config, out) == 1
+    results = results_by_strategy(out)
+    failed = results["explodes_on_task_1"]
+    assert failed["status"] == "failed" and failed["error"] == "RuntimeError: boom at task 1"
+    assert "train_task" in failed["traceback"]
+    assert results["linear"]["status"] == "ok"
+    assert list(pd.read_csv(out / "leaderboard.csv")["strategy"]) == ["linear"]
+    capsys.readouterr()
+    assert suite(config, out) == 1  # failed runs are retried, finished ones are not
+    assert "0 runs done, 1 already finished, 1 failed" in capsys.readouterr().out
+
+
+def test_same_seed_same_numbers(write_suite, tmp_path):
+    config = write_suite(strategies={"full_ft": {"epochs": 1}}, streams={"mini-domain-digits": {
+        "domains": ["clean", "inverted"]}})
+    suite(config, tmp_path / "a")
+    suite(config, tmp_path / "b")
+    (first,), (second,) = iter_results(tmp_path / "a"), iter_results(tmp_path / "b")
+    assert first["accuracy_matrix"] == second["accuracy_matrix"]
+    assert first["metrics"] == second["metrics"]
+    assert first["scenario"] == "domain-incremental" and first["task_names"] == ["clean", "inverted"]
+
+
+def test_single_task_stream_has_null_transfer(write_suite, tmp_path):
+    out = tmp_path / "out"
+    suite(write_suite(strategies={"linear": {"epochs": 1}}, streams={"mini-split-digits": {"n_tasks": 1}}), out)
+    (result,) = iter_results(out)
+    assert result["metrics"]["bwt"] is None and result["metrics"]["forgetting"] is None
+    assert pd.read_csv(out / "leaderboard.csv")["bwt_mean"].isna().all()
+
+
+def readme_strategy_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Adding a strategy", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_strategy_example_runs_through_the_suite(write_suite, tmp_path):
+    exec(compile(readme_strategy_example(), "README.md", "exec"), {"__name__": "readme_example"})
+    name = "nearest_mean"
+    assert issubclass(STRATEGIES.get(name), Strategy)
+    out = tmp_path / "out"
+    assert suite(write_suite(strategies={name: {}}), out) == 0
+    (result,) = iter_results(out)
+    assert result["status"] == "ok" and result["strategy"] == name
+    assert result["metrics"]["avg_acc"] > 10.0  # better than chance over 10 digits
+
+
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(write_suite, tmp_path):
+    out = tmp_path / "out"
+    process = subprocess.run([sys.executable, str(ROOT / "run_suite.py"), "--config", str(write_suite()),
+                              "--out", str(out), "--strategies", "ewc"], capture_output=True, text=True, cwd=ROOT)
+    assert process.returncode == 2
+    builtin = sorted(n for n in STRATEGIES.names() if STRATEGIES.get(n).__module__.startswith("strategies."))
+    assert process.stderr.strip().splitlines() == ["error: unknown strategy 'ewc'; valid: " + ", ".join(builtin)]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("strategies, streams, backbone, message", [
+    ({"linear": {"lr": -1}}, None, {}, "error: strategies.linear.lr: must be > 0, got -1.0"),
+    ({"linear": {"epochs": 0}}, None, {}, "error: strategies.linear.epochs: must be >= 1, got 0"),
+    ({"linear": {"momentun": 0.9}}, None, {}, "error: strategies.linear: unknown key 'momentun'"),
+    (None, {"mini-split-digits": {"n_tasks": 4}}, {}, "error: streams.mini-split-digits.n_tasks: must be a divisor"),
+    (None, None, {"debian_dir": "/nonexistent"}, "error: Fashion-MNIST not found"),
+])
+def test_bad_values_exit_2_before_training(write_suite, tmp_path, capsys, tiny_backbone_params,
+                                           strategies, streams, backbone, message):
+    config = write_suite(strategies=strategies, streams=streams)
+    if backbone:
+        text = config.read_text().replace(tiny_backbone_params["debian_dir"], backbone["debian_dir"])
+        text = text.replace(tiny_backbone_params["data_dir"], str(tmp_path / "empty"))
+        config.write_text(text)
+    out = tmp_path / "out"
+    assert suite(config, out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(message)
+    assert not out.exists()
+
+
+def test_default_config_plans_every_builtin_strategy_on_both_mini_streams():
+    config = load_suite(ROOT / "configs" / "mini.yaml")
+    specs = plan_runs(config, Runtime.resolve("cpu", "auto", False))
+    builtin = {n for n in STRATEGIES.names() if STRATEGIES.get(n).__module__.startswith("strategies.")}
+    assert {s.strategy for s in specs} == builtin
+    assert {s.stream for s in specs} == {"mini-split-digits", "mini-domain-digits"}
+    assert {s.precision for s in specs} == {"fp32"} and all(torch.device(s.device).type == "cpu" for s in specs)
