@@ -28,6 +28,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def summary_table(table):
+    """The leaderboard's headline columns (means over seeds) for the terminal; the CSV has everything."""
+    columns = {"stream": "stream", "strategy": "strategy", "avg_acc_mean": "avg_acc", "avg_inc_acc_mean": "avg_inc_acc",
+               "bwt_mean": "bwt", "forgetting_mean": "forgetting", "retained_pretrain_last_mean": "retained_pretrain",
+               "pretrain_drop_mean": "pretrain_drop", "params_trainable": "trainable", "wall_time_s": "time_s",
+               "n_seeds": "seeds"}
+    return table[list(columns)].rename(columns=columns)
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -48,7 +57,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     table = write_leaderboard(out_dir)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(summary_table(table).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print(f"\n{len(outcome.ran)} runs done, {len(outcome.skipped)} already finished, {len(outcome.failed)} failed")
     for run_id in outcome.failed:
         print(f"failed: {out_dir / 'runs' / run_id / 'result.json'}")

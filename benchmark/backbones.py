@@ -17,11 +17,11 @@ import torch
 from timm.data import resolve_data_config
 from torch import nn
 
-from benchmark.config import make_config, require
+from benchmark.config import require
 from benchmark.datasets.fashion_mnist import CLASS_NAMES, DEBIAN_DIR, DEFAULT_DATA_DIR, load_fashion_mnist, seeded_subset
 from benchmark.datasets.images import ImageSpec, to_backbone_input
 from benchmark.errors import ConfigError
-from benchmark.registry import Registry
+from benchmark.registry import BuilderRegistry
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 VIT_MINI_CHECKPOINT = ASSETS / "vit-mini.safetensors"
@@ -54,29 +54,17 @@ class Backbone:
     pretrain_eval: Callable[[int, int], PretrainEvalSet] = field(repr=False)  # (size, seed) -> eval set
 
 
-BackboneBuilder = Callable[[Any], Backbone]
-BACKBONES: Registry[tuple[type, BackboneBuilder]] = Registry("backbone")
-
-
-def register_backbone(name: str, params: type) -> Callable[[BackboneBuilder], BackboneBuilder]:
-    """Register `builder(params) -> Backbone` under `name`, with `params` its hyper-parameter dataclass."""
-
-    def add(builder: BackboneBuilder) -> BackboneBuilder:
-        BACKBONES.register(name)((params, builder))
-        return builder
-
-    return add
+BACKBONES = BuilderRegistry("backbone", "backbones")  # name -> (params dataclass, builder(params) -> Backbone)
+register_backbone = BACKBONES.register_builder
 
 
 def backbone_params(name: str, raw: Mapping[str, Any]) -> Any:
     """Validate a backbone's hyper-parameters without loading it."""
-    params_class, _ = BACKBONES.get(name)
-    return make_config(params_class, raw, f"backbones.{name}")
+    return BACKBONES.params(name, raw)
 
 
 def build_backbone(name: str, **raw: Any) -> Backbone:
-    _, builder = BACKBONES.get(name)
-    return builder(backbone_params(name, raw))
+    return BACKBONES.builder(name)(BACKBONES.params(name, raw))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from benchmark.results import STATUS_OK, RunSpec, iter_results
 KEYS = ["stream", "strategy", "backbone", "config_id"]
 SEED_METRICS = ["avg_acc", "avg_inc_acc", "acc_pooled_last", "bwt", "forgetting", "retained_pretrain_last",
                 "pretrain_drop"]
-COSTS = ["params_trainable", "params_added", "flops_per_image", "wall_time_s"]
+COUNTS = ["params_trainable", "params_added", "flops_per_image"]  # the same for every seed of a configuration
+COSTS = COUNTS + ["wall_time_s"]
 LEADERBOARD_FILE = "leaderboard.csv"
 
 
@@ -45,6 +46,7 @@ def build_leaderboard(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
     table = grouped[SEED_METRICS].agg(["mean", "std"])
     table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
     table = table.join(grouped[COSTS].mean()).join(grouped["seed"].nunique().rename("n_seeds")).reset_index()
+    table[COUNTS] = table[COUNTS].round().astype("int64")
     table = table.sort_values(["stream", "avg_acc_mean", "strategy"], ascending=[True, False, True])
     return table[columns].reset_index(drop=True)
 

@@ -10,16 +10,19 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from benchmark.config import require
 from benchmark.runtime import Runtime
+from benchmark.streams import Task
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay),
     "adamw": lambda params, c: torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay),
 }
 SCHEDULES = ("constant", "cosine")
+LOSSES = ("local", "global")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class TrainConfig:
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
     schedule: str = "cosine"  # lr over each task's steps: constant or cosine (to 0)
+    loss: str = "local"  # cross-entropy over the current task's classes (local) or all classes seen (global)
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "epochs", ">= 1", self.epochs)
@@ -42,6 +46,31 @@ class TrainConfig:
         require(0 <= self.momentum < 1, "momentum", "in [0, 1)", self.momentum)
         require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
         require(self.schedule in SCHEDULES, "schedule", f"one of {', '.join(SCHEDULES)}", self.schedule)
+        require(self.loss in LOSSES, "loss", f"one of {', '.join(LOSSES)}", self.loss)
+
+
+def task_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, task: Task, kind: str) -> torch.Tensor:
+    """Cross-entropy over the current task's output units ("local": PyCIL's and PILOT's `finetune`, SLCA's slow
+    learner; old classes' logits get no gradient) or over every unit seen so far ("global": old classes are pushed
+    down, the classic catastrophic-forgetting set-up). In a domain-incremental stream both are the same."""
+    if kind == "global":
+        return F.cross_entropy(logits, labels)
+    units = torch.tensor(task.labels, device=logits.device)
+    position = torch.full((logits.shape[1],), -1, dtype=torch.long, device=logits.device)
+    position[units] = torch.arange(len(units), device=logits.device)
+    return F.cross_entropy(logits[:, units], position[labels])
+
+
+@torch.no_grad()
+def precompute(transform: Callable[[torch.Tensor], torch.Tensor], data: Dataset, runtime: Runtime) -> TensorDataset:
+    """(transform(image), label) for every item, computed once: for a frozen, deterministic prefix of the network
+    (no augmentation), training on these equals training through the prefix every epoch, at a fraction of the cost."""
+    outputs, labels = [], []
+    for images, batch_labels in DataLoader(data, batch_size=256, shuffle=False):
+        with runtime.autocast():
+            outputs.append(transform(images.to(runtime.device, non_blocking=True)).float().cpu())
+        labels.append(batch_labels)
+    return TensorDataset(torch.cat(outputs), torch.cat(labels))
 
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (images, labels) -> scalar loss

@@ -1,7 +1,8 @@
 """Full fine-tuning: every backbone weight and a growing linear head train on each task in turn.
 
 The catastrophic-forgetting baseline of the forgetting study (Bafghi et al., 2024) and the "sequential
-fine-tuning" lower bound of continual-learning papers. Loss: cross-entropy over all classes seen so far.
+fine-tuning" lower bound of continual-learning papers. Loss: cross-entropy over the current task's classes by default
+(`loss: local`, as PyCIL's and PILOT's `finetune` baselines), or over all classes seen (`loss: global`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from benchmark.streams import Task
 from strategies._heads import GrowingClassifier
-from strategies._loop import TrainConfig, fit
+from strategies._loop import TrainConfig, fit, task_cross_entropy
 from strategies.base import Strategy, register
 
 
@@ -34,7 +34,7 @@ class FullFineTuning(Strategy):
     def train_task(self, task: Task) -> None:
         self.head.grow(task.num_outputs)
         self.train()
-        loss = lambda x, y: F.cross_entropy(self.predict(x), y)  # noqa: E731
+        loss = lambda x, y: task_cross_entropy(self.predict(x), y, task, self.config.loss)  # noqa: E731
         fit(loss, self.parameters(), task.train, self.config, self.runtime, desc=f"full_ft {task.name}")
 
     def predict(self, x: torch.Tensor, task_id: Optional[int] = None) -> torch.Tensor:

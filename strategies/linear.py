@@ -1,7 +1,8 @@
 """Linear probing: the backbone is frozen; only a growing linear head trains.
 
 The no-forgetting end of the trade-off: the pre-trained features are untouched, so retention on the pre-training
-domain is exactly the backbone's. Loss: cross-entropy over all classes seen so far.
+domain is exactly the backbone's. Loss: cross-entropy over the current task's classes by default (`loss: local`),
+or over all classes seen (`loss: global`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from benchmark.streams import Task
 from strategies._heads import GrowingClassifier
-from strategies._loop import TrainConfig, fit
+from strategies._loop import TrainConfig, fit, precompute, task_cross_entropy
 from strategies.base import Strategy, register
 
 
@@ -36,8 +36,9 @@ class LinearProbe(Strategy):
         self.head.grow(task.num_outputs)
         self.backbone.eval()
         self.head.train()
-        loss = lambda x, y: F.cross_entropy(self.predict(x), y)  # noqa: E731
-        fit(loss, self.head.parameters(), task.train, self.config, self.runtime, desc=f"linear {task.name}")
+        features = precompute(self.features, task.train, self.runtime)  # the backbone is frozen, in eval mode
+        loss = lambda f, y: task_cross_entropy(self.head(f), y, task, self.config.loss)  # noqa: E731
+        fit(loss, self.head.parameters(), features, self.config, self.runtime, desc=f"linear {task.name}")
 
     def predict(self, x: torch.Tensor, task_id: Optional[int] = None) -> torch.Tensor:
         return self.head(self.features(x))

@@ -179,3 +179,16 @@ def test_default_config_plans_every_builtin_strategy_on_both_mini_streams():
     assert {s.strategy for s in specs} == builtin
     assert {s.stream for s in specs} == {"mini-split-digits", "mini-domain-digits"}
     assert {s.precision for s in specs} == {"fp32"} and all(torch.device(s.device).type == "cpu" for s in specs)
+
+
+def test_reports_rebuilds_the_leaderboard_from_results_alone(write_suite, tmp_path, capsys):
+    from reports.__main__ import main as reports_main
+
+    out = tmp_path / "out"
+    suite(write_suite(strategies={"linear": {"epochs": 1}}), out)
+    original = (out / "leaderboard.csv").read_bytes()
+    (out / "leaderboard.csv").unlink()
+    assert reports_main([str(out)]) == 0
+    assert (out / "leaderboard.csv").read_bytes() == original
+    assert reports_main([str(tmp_path / "nowhere")]) == 2
+    assert "holds no runs/ folder" in capsys.readouterr().err

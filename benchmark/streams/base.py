@@ -21,10 +21,10 @@ from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 from avalanche.benchmarks.utils import as_classification_dataset
 from torch.utils.data import Dataset, TensorDataset
 
-from benchmark.config import make_config, require
+from benchmark.config import require
 from benchmark.errors import ConfigError
 from benchmark.datasets.images import ImageSpec
-from benchmark.registry import Registry
+from benchmark.registry import BuilderRegistry
 
 CLASS_INCREMENTAL = "class-incremental"
 DOMAIN_INCREMENTAL = "domain-incremental"
@@ -103,31 +103,19 @@ def domain_incremental(name: str, domains: Mapping[str, tuple[tuple[torch.Tensor
     return Stream(name, DOMAIN_INCREMENTAL, tasks, everything, tuple(class_names), benchmark)
 
 
-StreamBuilder = Callable[..., Stream]  # builder(params, *, seed, image_spec) -> Stream
-STREAMS: Registry[tuple[type, StreamBuilder]] = Registry("stream")
-
-
-def register_stream(name: str, params: type) -> Callable[[StreamBuilder], StreamBuilder]:
-    """Register `builder(params, *, seed, image_spec) -> Stream` with its hyper-parameter dataclass."""
-
-    def add(builder: StreamBuilder) -> StreamBuilder:
-        STREAMS.register(name)((params, builder))
-        return builder
-
-    return add
+STREAMS = BuilderRegistry("stream", "streams")  # name -> (params dataclass, builder(params, *, seed, image_spec))
+register_stream = STREAMS.register_builder
 
 
 def stream_params(name: str, raw: Mapping[str, Any]) -> Any:
     """Validate a stream's hyper-parameters without building it."""
-    params_class, _ = STREAMS.get(name)
-    return make_config(params_class, raw, f"streams.{name}")
+    return STREAMS.params(name, raw)
 
 
 def build_stream(name: str, seed: int = 1993, *, image_spec: ImageSpec, **params: Any) -> Stream:
     """The registered stream `name`, its class order seeded by `seed`, images in the backbone's format."""
-    _, builder = STREAMS.get(name)
-    validated = stream_params(name, params)
+    validated = STREAMS.params(name, params)
     try:
-        return builder(validated, seed=seed, image_spec=image_spec)
+        return STREAMS.builder(name)(validated, seed=seed, image_spec=image_spec)
     except ConfigError as error:  # checks that need the data (e.g. n_tasks against the class count)
         raise ConfigError(f"streams.{name}.{error}") from None
