@@ -39,7 +39,8 @@ def summary_table(table):
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    warnings.filterwarnings("ignore", category=UserWarning)
+    # Avalanche imports qpsolvers, which warns at import that no QP solver is installed (only GEM-like methods need one).
+    warnings.filterwarnings("ignore", message="no QP solver found")
     # Imported after argument parsing: `--help` answers without loading torch.
     import strategies  # noqa: F401  (registers the built-in strategies)
     from benchmark.config import load_suite, select

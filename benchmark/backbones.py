@@ -91,7 +91,9 @@ class VitMiniParams:
 
 def create_vit_mini(checkpoint: str | None, arch: Mapping[str, Any] = VIT_MINI_ARCH) -> nn.Module:
     """The vit-mini architecture; with a checkpoint, weights are loaded through timm's own pretrained-file path."""
-    overlay = dict(VIT_MINI_IMAGE, num_classes=arch["num_classes"], first_conv="patch_embed.proj", classifier="head")
+    # custom_load=False: the file is a plain state dict (some timm releases route ViT files to the .npz loader).
+    overlay = dict(VIT_MINI_IMAGE, num_classes=arch["num_classes"], first_conv="patch_embed.proj", classifier="head",
+                   custom_load=False)
     if checkpoint is not None:
         overlay["file"] = checkpoint
     return timm.create_model("vit_tiny_patch16_224", pretrained=checkpoint is not None,

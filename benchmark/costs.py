@@ -1,8 +1,9 @@
 """Costs measured centrally, never self-reported by strategies: parameters, FLOPs, time, memory.
 
 FLOPs follow `torch.utils.flop_counter.FlopCounterMode`: one multiply-add counts as 2 FLOPs (a matrix product
-of (m x k) by (k x n) is 2mkn); only matrix products and convolutions are counted, so element-wise work
-(norms, activations, softmax) is not.
+of (m x k) by (k x n) is 2mkn); only matrix products, convolutions and attention are counted, so element-wise work
+(norms, activations, softmax) is not. Attention is counted through PyTorch's math kernel: the fused CPU kernel has no
+FLOP formula and would silently drop the attention products, so CPU and GPU would disagree.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import resource
 from itertools import chain
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from strategies.base import Strategy
@@ -32,7 +34,7 @@ def flops_per_image(strategy: Strategy, image: torch.Tensor) -> int:
     """Inference FLOPs of `strategy.predict` on one image, in eval mode."""
     strategy.eval()
     counter = FlopCounterMode(display=False)
-    with counter:
+    with sdpa_kernel(SDPBackend.MATH), counter:
         strategy.predict(image.unsqueeze(0).to(strategy.runtime.device))
     return int(counter.get_total_flops())
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-warnings.filterwarnings("ignore", category=UserWarning)
+warnings.filterwarnings("ignore", message="no QP solver found")  # Avalanche imports qpsolvers; see run_suite.py
 
 import strategies  # noqa: E402,F401  (registers the built-in strategies)
 from benchmark import pretrain  # noqa: E402
