@@ -11,7 +11,9 @@ FASHION_MNIST_DEB := /usr/share/datasets/fashion-mnist
 run: $(STAMP) data
 	$(PY) run_suite.py
 
-test: $(STAMP) data
+# Tests make their own small data; the real Fashion-MNIST only enables one more check, so a failed fetch is no stop.
+test: $(STAMP)
+	-@$(MAKE) --no-print-directory data
 	$(PY) -m pytest
 
 venv: $(STAMP)

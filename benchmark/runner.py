@@ -22,7 +22,7 @@ from benchmark.metrics import summarize
 from benchmark.results import STATUS_OK, SCHEMA_VERSION, RunSpec
 from benchmark.retention import PROTOCOLS
 from benchmark.runtime import Runtime
-from benchmark.streams import build_stream
+from benchmark.streams import Stream, build_stream
 from strategies.base import build_strategy
 
 
@@ -65,9 +65,23 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None) ->
         retained.append(retained_score(strategy))
         eval_s.append(_clock(runtime) - start)
 
+    test_sizes = [len(labels) for _, labels in tests]
     cost = {**costs.parameter_counts(strategy), "flops_per_image": costs.flops_per_image(strategy, tests[0][0][0]),
             "train_s": train_s, "eval_s": eval_s, "wall_time_s": _clock(runtime) - started,
             **costs.peak_memory_mb(runtime.device)}
+    return {
+        **_identity(spec, stream),
+        "test_sizes": test_sizes,
+        "accuracy_matrix": matrix,
+        "metrics": summarize(matrix, test_sizes, retained),
+        "cost": cost,
+        "retention_protocol": spec.retention["protocol"],
+        "retention_eval": {"dataset": eval_set.name, "size": len(eval_set.labels)},
+    }
+
+
+def _identity(spec: RunSpec, stream: Stream) -> dict[str, Any]:
+    """What was run: the spec and the stream as it was built (class order, task names and classes)."""
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": spec.run_id,
@@ -82,11 +96,5 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None) ->
         "class_order": list(stream.class_order),
         "task_names": [task.name for task in stream.tasks],
         "task_classes": [list(task.classes) for task in stream.tasks],
-        "test_sizes": [len(labels) for _, labels in tests],
-        "accuracy_matrix": matrix,
-        "metrics": summarize(matrix, [len(labels) for _, labels in tests], retained),
-        "cost": cost,
-        "retention_protocol": spec.retention["protocol"],
-        "retention_eval": {"dataset": eval_set.name, "size": len(eval_set.labels)},
         "config": spec.as_dict(),
     }
