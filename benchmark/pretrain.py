@@ -97,8 +97,8 @@ def train(args: argparse.Namespace) -> dict:
             optimizer.step()
             schedule.step()
         print(f"epoch {epoch + 1}/{args.epochs} loss {loss.item():.3f}", flush=True)
-    test_acc = accuracy(model, *data["test"], device)
-    return {"model": model, "test_acc": test_acc, "train_s": time.time() - start, "device": str(device),
+    train_s = time.time() - start
+    return {"model": model, "test_acc": accuracy(model, *data["test"], device), "train_s": train_s, "device": str(device),
             "n_train": len(data["train"][1]), "n_test": len(data["test"][1])}
 
 
