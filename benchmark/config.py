@@ -63,9 +63,9 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
 
 def make_config(cls: type[C], raw: Mapping[str, Any] | None, where: str) -> C:
     """Build dataclass `cls` from `raw`; `where` (e.g. 'strategies.full_ft') prefixes every error message."""
-    raw = dict(raw or {})
-    if not isinstance(raw, dict):
+    if raw is not None and not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: must be a mapping of hyper-parameters, got {raw!r}")
+    raw = dict(raw or {})
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(raw) - set(fields))
     if unknown:

@@ -57,6 +57,9 @@ def test_suite_file_errors_are_one_line_and_name_the_problem(tmp_path):
         "backbones: [vit-mini]\nstreams: [s]\nstrategies: [linear]\nretention: {eval_size: 0}\n":
             "retention.eval_size: must be >= 1",
         "- just\n- a list\n": "the file must hold a mapping",
+        "backbones: [vit-mini]\nstreams: [s]\nstrategies: [linear]\nretention: 5\n":
+            "retention: must be a mapping of hyper-parameters, got 5",
+        "backbones: [vit-mini]\nstreams: {s: 3}\nstrategies: [linear]\n": "streams.s: must be a mapping",
     }
     for text, expected in cases.items():
         with pytest.raises(ConfigError) as error:
