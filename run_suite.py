@@ -28,15 +28,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def summary_table(table):
-    """The leaderboard's headline columns (means over seeds) for the terminal; the CSV has everything."""
-    columns = {"stream": "stream", "strategy": "strategy", "avg_acc_mean": "avg_acc", "avg_inc_acc_mean": "avg_inc_acc",
-               "bwt_mean": "bwt", "forgetting_mean": "forgetting", "retained_pretrain_last_mean": "retained_pretrain",
-               "pretrain_drop_mean": "pretrain_drop", "params_trainable": "trainable", "wall_time_s": "time_s",
-               "n_seeds": "seeds"}
-    return table[list(columns)].rename(columns=columns)
-
-
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     # Avalanche imports qpsolvers, which warns at import that no QP solver is installed (only GEM-like methods need one).
@@ -47,7 +38,7 @@ def main(argv: list[str]) -> int:
     from benchmark.errors import UserInputError
     from benchmark.runtime import Runtime
     from benchmark.suite import run_suite
-    from reports.leaderboard import LEADERBOARD_FILE, write_leaderboard
+    from reports.report import generate_report
 
     try:
         config = select(load_suite(args.config), streams=args.streams, strategies=args.strategies, seeds=args.seeds)
@@ -57,12 +48,12 @@ def main(argv: list[str]) -> int:
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    table = write_leaderboard(out_dir)
-    print(summary_table(table).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    print(f"\n{len(outcome.ran)} runs done, {len(outcome.skipped)} already finished, {len(outcome.failed)} failed")
+    report = generate_report([out_dir], out_dir)
+    print(report.markdown.read_text())
+    print(f"{len(outcome.ran)} runs done, {len(outcome.skipped)} already finished, {len(outcome.failed)} failed")
     for run_id in outcome.failed:
         print(f"failed: {out_dir / 'runs' / run_id / 'result.json'}")
-    print(f"results: {out_dir}/runs/  leaderboard: {out_dir / LEADERBOARD_FILE}")
+    print(f"results: {out_dir}/runs/  leaderboard: {report.leaderboard}\nreport: {report.html}")
     return 1 if outcome.failed else 0
 
 

@@ -60,6 +60,12 @@ def forgetting(matrix: Matrix) -> Optional[float]:
     return sum(drops) / (size - 1)
 
 
+def seen_tasks_curve(matrix: Matrix) -> list[float]:
+    """Task-averaged accuracy over the tasks seen so far after each task: [mean_{j<=i} R[i][j] for i in 0..T-1]."""
+    size = _check(matrix)
+    return [sum(matrix[i][: i + 1]) / (i + 1) for i in range(size)]
+
+
 def pretrain_drop(retained: Sequence[float]) -> Optional[float]:
     """Retained pre-training accuracy before training minus after the last task; None without numbers."""
     if len(retained) < 2:

@@ -1,25 +1,30 @@
-"""`python -m reports RESULTS_DIR`: rebuild the leaderboard from stored results, without rerunning anything."""
+"""`python -m reports RESULTS_DIR [MORE_DIRS ...] [--out DIR]`: leaderboards, plots and report.html from stored
+results, without rerunning anything. Several results folders are merged into one report (default --out: the first
+folder)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
-
-from reports.leaderboard import LEADERBOARD_FILE, write_leaderboard
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m reports", description=__doc__)
-    parser.add_argument("results_dir", type=Path)
+    parser.add_argument("results_dirs", type=Path, nargs="+", help="folders holding runs/ (run_suite.py --out)")
+    parser.add_argument("--out", type=Path, default=None, help="where the report goes (default: the first folder)")
     args = parser.parse_args(argv)
-    if not (args.results_dir / "runs").is_dir():
-        print(f"error: {args.results_dir} holds no runs/ folder; pass the --out folder of run_suite.py",
-              file=sys.stderr)
+    missing = [d for d in args.results_dirs if not (d / "runs").is_dir()]
+    if missing:
+        print(f"error: {missing[0]} holds no runs/ folder; pass the --out folder of run_suite.py", file=sys.stderr)
         return 2
-    table = write_leaderboard(args.results_dir)
-    print(table.to_string(index=False))
-    print(f"\nleaderboard: {args.results_dir / LEADERBOARD_FILE}")
+    warnings.filterwarnings("ignore", message="no QP solver found")  # see run_suite.py
+    from reports.report import generate_report
+
+    report = generate_report(args.results_dirs, args.out or args.results_dirs[0])
+    print(report.markdown.read_text())
+    print(f"leaderboard: {report.leaderboard}\nreport: {report.html}")
     return 0
 
 

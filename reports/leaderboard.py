@@ -1,6 +1,6 @@
-"""The leaderboard: one row per (stream, strategy, backbone, configuration), mean and std over seeds.
+"""Leaderboards: one row per (stream, strategy, backbone, configuration), mean and std over seeds.
 
-Built only from `result.json` files, so it can be regenerated at any time without rerunning anything. Runs of the
+Built only from `result.json` files, so they can be regenerated at any time without rerunning anything. Runs of the
 same strategy with different hyper-parameters are different rows (`config_id`), never averaged together.
 """
 
@@ -11,24 +11,31 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from benchmark.results import STATUS_OK, RunSpec, iter_results
+from benchmark.results import STATUS_OK, RunSpec
 
 KEYS = ["stream", "strategy", "backbone", "config_id"]
 SEED_METRICS = ["avg_acc", "avg_inc_acc", "acc_pooled_last", "bwt", "forgetting", "retained_pretrain_last",
                 "pretrain_drop"]
 COUNTS = ["params_trainable", "params_added", "flops_per_image"]  # the same for every seed of a configuration
 COSTS = COUNTS + ["wall_time_s"]
+COLUMNS = KEYS + [f"{m}_{s}" for m in SEED_METRICS for s in ("mean", "std")] + COSTS + ["n_seeds"]
 LEADERBOARD_FILE = "leaderboard.csv"
+MARKDOWN_FILE = "leaderboard.md"
 
 
-def _row(result: dict[str, Any]) -> dict[str, Any]:
+def config_id(result: dict[str, Any]) -> str:
+    """The hash of a run's configuration without its seed: runs that differ only by seed share it."""
+    return RunSpec(**result["config"]).config_hash(with_seed=False)
+
+
+def run_row(result: dict[str, Any]) -> dict[str, Any]:
+    """One finished run as a flat row of the leaderboard's inputs."""
     metrics, cost = result["metrics"], result["cost"]
     retained = metrics["retained_pretrain_acc"]
-    spec = RunSpec(**result["config"])
     return {
         "stream": result["stream"], "strategy": result["strategy"], "backbone": result["backbone"],
-        "config_id": spec.config_hash(with_seed=False), "seed": result["seed"],
-        **{name: metrics[name] for name in SEED_METRICS if name in metrics},
+        "config_id": config_id(result), "seed": result["seed"],
+        **{name: metrics.get(name) for name in SEED_METRICS},
         "retained_pretrain_last": retained[-1] if retained else None,
         **{name: cost[name] for name in COSTS},
     }
@@ -36,10 +43,9 @@ def _row(result: dict[str, Any]) -> dict[str, Any]:
 
 def build_leaderboard(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """Mean and std (over seeds) of each metric; std is empty with one seed. Sorted by stream, then avg_acc."""
-    rows = [_row(r) for r in results if r.get("status") == STATUS_OK]
-    columns = KEYS + [f"{m}_{s}" for m in SEED_METRICS for s in ("mean", "std")] + COSTS + ["n_seeds"]
+    rows = [run_row(r) for r in results if r.get("status") == STATUS_OK]
     if not rows:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=COLUMNS)
     frame = pd.DataFrame(rows)
     frame[SEED_METRICS] = frame[SEED_METRICS].astype(float)
     grouped = frame.groupby(KEYS, sort=False)
@@ -48,12 +54,33 @@ def build_leaderboard(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
     table = table.join(grouped[COSTS].mean()).join(grouped["seed"].nunique().rename("n_seeds")).reset_index()
     table[COUNTS] = table[COUNTS].round().astype("int64")
     table = table.sort_values(["stream", "avg_acc_mean", "strategy"], ascending=[True, False, True])
-    return table[columns].reset_index(drop=True)
+    return table[COLUMNS].reset_index(drop=True)
 
 
-def write_leaderboard(out_dir: Path) -> pd.DataFrame:
-    """Rebuild `<out_dir>/leaderboard.csv` from the stored results and return it."""
-    table = build_leaderboard(iter_results(out_dir))
+def markdown(table: pd.DataFrame) -> str:
+    """The headline columns as a Markdown table (mean ± std over seeds), for README files and papers."""
+    def cell(row: pd.Series, metric: str) -> str:
+        mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+        if pd.isna(mean):
+            return "–"
+        return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
+
+    shown = ["avg_acc", "avg_inc_acc", "bwt", "forgetting", "retained_pretrain_last", "pretrain_drop"]
+    rows = [{"stream": r["stream"], "strategy": r["strategy"], "backbone": r["backbone"],
+             **{m: cell(r, m) for m in shown}, "trainable params": f"{r['params_trainable']:,}",
+             "GFLOPs/image": f"{r['flops_per_image'] / 1e9:.3f}", "seeds": r["n_seeds"]}
+            for _, r in table.iterrows()]
+    if not rows:
+        return "(no finished runs)\n"
+    return pd.DataFrame(rows).to_markdown(index=False) + "\n"
+
+
+def write_leaderboards(results: list[dict[str, Any]], out_dir: Path) -> pd.DataFrame:
+    """`leaderboard.csv`, one `leaderboard_<stream>.csv` per stream and `leaderboard.md` under `out_dir`."""
+    table = build_leaderboard(results)
     out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / LEADERBOARD_FILE, index=False, float_format="%.4f")
+    for stream, rows in table.groupby("stream", sort=True):
+        rows.to_csv(out_dir / f"leaderboard_{stream}.csv", index=False, float_format="%.4f")
+    (out_dir / MARKDOWN_FILE).write_text(markdown(table))
     return table

@@ -57,3 +57,8 @@ def test_pretrain_drop_first_minus_last_and_empty():
 def test_non_square_matrix_is_rejected(bad):
     with pytest.raises(ValueError, match="square"):
         metrics.avg_acc(bad)
+
+
+def test_seen_tasks_curve_averages_the_seen_part_of_each_row():
+    assert metrics.seen_tasks_curve(R) == pytest.approx([90.0, 75.0, (60 + 75 + 85) / 3])
+    assert metrics.seen_tasks_curve(R)[-1] == pytest.approx(metrics.avg_acc(R))

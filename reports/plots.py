@@ -1,0 +1,243 @@
+"""Comparison plots from stored results (matplotlib, PNG and SVG), one set per stream and backbone.
+
+Every plot names its stream and backbone in the title, labels its axes with units, keeps its legend outside the
+data, and gives each strategy the same colour in every plot. Missing pieces are skipped, not crashed on: one seed
+draws no band, a strategy without retention numbers is left out of the retention plots, failed runs are not drawn.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import matplotlib
+
+matplotlib.use("Agg")
+matplotlib.rcParams["svg.hashsalt"] = "cl-vit-bench"  # stable SVG ids: same results, same bytes
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from benchmark.metrics import seen_tasks_curve  # noqa: E402
+from benchmark.results import STATUS_OK  # noqa: E402
+from reports.leaderboard import config_id  # noqa: E402
+
+
+@dataclass
+class Series:
+    """The seeds of one strategy configuration on one stream and backbone."""
+
+    label: str
+    strategy: str
+    runs: list[dict[str, Any]]
+
+    def stacked(self, get: Callable[[dict[str, Any]], Any]) -> np.ndarray:
+        return np.array([get(run) for run in self.runs], dtype=float)
+
+    @property
+    def has_retention(self) -> bool:
+        return all(run["metrics"]["retained_pretrain_acc"] for run in self.runs)
+
+
+Group = tuple[str, str]  # (stream, backbone)
+
+
+def group_series(results: list[dict[str, Any]]) -> dict[Group, list[Series]]:
+    """Finished runs grouped by (stream, backbone), then by strategy configuration; a strategy run with several
+    configurations gets its config id in the label."""
+    by_config: dict[Group, dict[tuple[str, str], list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for run in results:
+        if run.get("status") == STATUS_OK:
+            by_config[(run["stream"], run["backbone"])][(run["strategy"], config_id(run))].append(run)
+    groups = {}
+    for group, configs in sorted(by_config.items()):
+        per_strategy = defaultdict(int)
+        for strategy, _ in configs:
+            per_strategy[strategy] += 1
+        groups[group] = [
+            Series(strategy if per_strategy[strategy] == 1 else f"{strategy} [{cid[:6]}]", strategy,
+                   sorted(runs, key=lambda r: r["seed"]))
+            for (strategy, cid), runs in sorted(configs.items())
+        ]
+    return groups
+
+
+def strategy_colours(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One colour per strategy name, the same in every plot of a report."""
+    names = sorted({run["strategy"] for run in results})
+    palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    return {name: palette(i % palette.N) for i, name in enumerate(names)}
+
+
+def _title(ax: plt.Axes, what: str, group: Group) -> None:
+    stream, backbone = group
+    ax.set_title(f"{what}\n{stream} · {backbone}", fontsize=10)
+
+
+def _legend_outside(ax: plt.Axes) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+
+
+def _curve(ax: plt.Axes, x: np.ndarray, values: np.ndarray, series: Series, colour: Any) -> None:
+    """Mean over seeds with a ±1 std band when there is more than one seed."""
+    mean = values.mean(axis=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.plot(x, mean, marker="o", markersize=3, color=colour, label=f"{series.label} (n={len(values)})")
+    if len(values) > 1:
+        std = values.std(axis=0, ddof=1)
+        ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
+
+
+def accuracy_heatmaps(series: list[Series], group: Group, colours: dict) -> plt.Figure:
+    """R[i][j] (mean over seeds) per strategy, annotated."""
+    columns = min(len(series), 3)
+    rows = -(-len(series) // columns)
+    size = len(series[0].runs[0]["accuracy_matrix"])
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns + 0.8, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(series):]:
+        ax.axis("off")
+    for ax, item in zip(axes.flat, series):
+        matrix = item.stacked(lambda r: r["accuracy_matrix"]).mean(axis=0)
+        image = ax.imshow(matrix, vmin=0, vmax=100, cmap="viridis")
+        if size <= 12:
+            for (i, j), value in np.ndenumerate(matrix):
+                ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if value < 60 else "black")
+        ax.set_xlabel("evaluated on task j")
+        ax.set_ylabel("after training task i")
+        ax.set_xticks(range(size))
+        ax.set_yticks(range(size))
+        ax.set_title(f"{item.label} (n={len(item.runs)})", fontsize=9, color=colours[item.strategy])
+    fig.colorbar(image, ax=axes, shrink=0.8, label="accuracy (%)")
+    fig.suptitle(f"Accuracy matrix R[i][j] — {group[0]} · {group[1]}", fontsize=10)
+    return fig
+
+
+def seen_accuracy(series: list[Series], group: Group, colours: dict) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for item in series:
+        values = item.stacked(lambda r: seen_tasks_curve(r["accuracy_matrix"]))
+        _curve(ax, np.arange(1, values.shape[1] + 1), values, item, colours[item.strategy])
+    ax.set_xlabel("tasks trained")
+    ax.set_ylabel("mean accuracy on seen tasks (%)")
+    ax.set_ylim(0, 100)
+    _title(ax, "Average accuracy over seen tasks", group)
+    _legend_outside(ax)
+    return fig
+
+
+def retention(series: list[Series], group: Group, colours: dict) -> Optional[plt.Figure]:
+    kept = [item for item in series if item.has_retention]
+    if not kept:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for item in kept:
+        values = item.stacked(lambda r: r["metrics"]["retained_pretrain_acc"])
+        _curve(ax, np.arange(values.shape[1]), values, item, colours[item.strategy])
+    ax.set_xlabel("tasks trained (0 = pre-trained model)")
+    ax.set_ylabel("retained pre-training accuracy (%)")
+    ax.set_ylim(0, 100)
+    _title(ax, "What the pre-trained model keeps", group)
+    _legend_outside(ax)
+    return fig
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points no other point beats on both axes (higher is better on both), by increasing x."""
+    front = [p for p in points if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points)]
+    return sorted(set(front))
+
+
+def _marker_size(params: float) -> float:
+    return 20 + 25 * np.log10(max(params, 1.0))
+
+
+def stability_plasticity(series: list[Series], group: Group, colours: dict) -> Optional[plt.Figure]:
+    kept = [item for item in series if item.has_retention]
+    if not kept:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    points = []
+    for item in kept:
+        x = item.stacked(lambda r: r["metrics"]["avg_acc"]).mean()
+        y = item.stacked(lambda r: r["metrics"]["retained_pretrain_acc"][-1]).mean()
+        params = item.runs[0]["cost"]["params_trainable"]
+        ax.scatter([x], [y], s=_marker_size(params), color=colours[item.strategy], alpha=0.8, edgecolors="black",
+                   linewidths=0.5, label=f"{item.label} ({params:,} trainable)")
+        points.append((float(x), float(y)))
+    front = pareto_front(points)
+    ax.plot(*zip(*front), linestyle="--", color="grey", linewidth=1, label="Pareto front")
+    ax.set_xlabel("final average accuracy on the stream, avg_acc (%)")
+    ax.set_ylabel("retained pre-training accuracy after the last task (%)")
+    _title(ax, "Stability vs plasticity (marker area ~ log trainable parameters)", group)
+    _legend_outside(ax)
+    return fig
+
+
+def accuracy_vs_parameters(series: list[Series], group: Group, colours: dict) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for item in series:
+        accs = item.stacked(lambda r: r["metrics"]["avg_acc"])
+        params = max(item.runs[0]["cost"]["params_trainable"], 1)
+        ax.errorbar([params], [accs.mean()], yerr=[accs.std(ddof=1)] if len(accs) > 1 else None, fmt="o",
+                    color=colours[item.strategy], capsize=3, label=f"{item.label} (n={len(accs)})")
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (count, log scale)")
+    ax.set_ylabel("final average accuracy, avg_acc (%)")
+    _title(ax, "Accuracy against trainable parameters", group)
+    _legend_outside(ax)
+    return fig
+
+
+def gate_masks(series: list[Series], group: Group, colours: dict) -> Optional[plt.Figure]:
+    """Per-task binary gate masks (tasks x adapter blocks) of strategies that store them (`gate_masks`)."""
+    masked = [(item, item.runs[0]) for item in series if item.runs[0].get("gate_masks")]
+    if not masked:
+        return None
+    fig, axes = plt.subplots(len(masked), 1, figsize=(8, 1.2 + 0.5 * max(len(r["gate_masks"]) for _, r in masked)
+                                                      * len(masked)), squeeze=False)
+    for ax, (item, run) in zip(axes[:, 0], masked):
+        masks = np.array(run["gate_masks"], dtype=float)
+        ax.imshow(masks, cmap="Greys", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+        ax.set_xlabel("adapter block (index)")
+        ax.set_ylabel("task")
+        ax.set_yticks(range(len(masks)))
+        active = 100 * masks.mean()
+        ax.set_title(f"{item.label}, seed {run['seed']}: {active:.1f}% of blocks active (black = on)", fontsize=9,
+                     color=colours[item.strategy])
+    fig.suptitle(f"Selective LoRA gate masks — {group[0]} · {group[1]}", fontsize=10)
+    return fig
+
+
+PLOTS: dict[str, Callable[[list[Series], Group, dict], Optional[plt.Figure]]] = {
+    "accuracy_matrix": accuracy_heatmaps,
+    "seen_accuracy": seen_accuracy,
+    "retention": retention,
+    "stability_plasticity": stability_plasticity,
+    "accuracy_vs_params": accuracy_vs_parameters,
+    "gate_masks": gate_masks,
+}
+
+
+def render_plots(results: list[dict[str, Any]], out_dir: Path) -> dict[Group, dict[str, Path]]:
+    """Every plot of every (stream, backbone) as `<out>/plots/<stream>__<backbone>__<plot>.{png,svg}`; returns the
+    PNG paths by group and plot name."""
+    colours = strategy_colours(results)
+    folder = out_dir / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    rendered: dict[Group, dict[str, Path]] = {}
+    for group, series in group_series(results).items():
+        rendered[group] = {}
+        for name, plot in PLOTS.items():
+            fig = plot(series, group, colours)
+            if fig is None:
+                continue
+            stem = folder / f"{group[0]}__{group[1]}__{name}"
+            for suffix in (".png", ".svg"):  # no date stamp: same results, same bytes
+                fig.savefig(stem.with_suffix(suffix), dpi=120, bbox_inches="tight", metadata={"Date": None})
+            plt.close(fig)
+            rendered[group][name] = stem.with_suffix(".png")
+    return rendered

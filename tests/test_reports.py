@@ -1,0 +1,146 @@
+"""Reports from small fabricated results, edge cases included: several seeds, one seed, a failed run, a strategy
+without retention numbers, a one-task stream, gate masks."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmark.metrics import summarize
+from benchmark.results import RunSpec, result_path, write_json_atomic
+from reports.__main__ import main as reports_main
+from reports.plots import pareto_front
+
+
+def fabricate(out: Path, stream: str, strategy: str, seed: int, matrix, retained, params=1000, **extra) -> dict:
+    spec = RunSpec(stream, {}, strategy, {"lr": 0.1}, "vit-mini", {}, seed, {"protocol": "head"}, "cpu", "fp32")
+    sizes = [10] * len(matrix)
+    result = {
+        "run_id": spec.run_id, "status": "ok", "stream": stream, "strategy": strategy, "backbone": "vit-mini",
+        "seed": seed, "config": spec.as_dict(), "accuracy_matrix": matrix, "test_sizes": sizes,
+        "metrics": summarize(matrix, sizes, retained),
+        "cost": {"params_trainable": params, "params_added": 10, "flops_per_image": 2000, "wall_time_s": 1.5},
+        "versions": {"python": "3.11", "torch": "2.x"}, **extra,
+    }
+    write_json_atomic(result_path(out, spec.run_id), result)
+    return result
+
+
+@pytest.fixture
+def results_dir(tmp_path: Path) -> Path:
+    out = tmp_path / "results"
+    fabricate(out, "split", "full_ft", 0, [[90, 0], [40, 80]], [80, 70, 60], params=5000)
+    fabricate(out, "split", "full_ft", 1, [[94, 0], [50, 90]], [80, 72, 64], params=5000)
+    fabricate(out, "split", "linear", 0, [[70, 0], [60, 70]], [80, 80, 80], params=20)
+    fabricate(out, "split", "no_retention", 0, [[60, 0], [30, 50]], [])
+    fabricate(out, "split", "gated", 0, [[80, 0], [70, 75]], [80, 78, 77], gate_masks=[[1, 0, 1, 0], [0, 0, 1, 1]])
+    fabricate(out, "one-task", "linear", 0, [[55.0]], [80, 80])
+    failed = RunSpec("split", {}, "broken", {}, "vit-mini", {}, 0, {"protocol": "head"}, "cpu", "fp32")
+    write_json_atomic(result_path(out, failed.run_id), {
+        "run_id": failed.run_id, "status": "failed", "stream": "split", "strategy": "broken", "backbone": "vit-mini",
+        "seed": 0, "config": failed.as_dict(), "error": "RuntimeError: boom <tag>", "traceback": "Traceback ..."})
+    return out
+
+
+def test_leaderboards_hold_means_and_stds_over_seeds(results_dir, tmp_path):
+    out = tmp_path / "report"
+    assert reports_main([str(results_dir), "--out", str(out)]) == 0
+    board = pd.read_csv(out / "leaderboard.csv").set_index("strategy")
+    full = board[board["stream"] == "split"].loc["full_ft"]
+    assert full["avg_acc_mean"] == pytest.approx(((40 + 80) / 2 + (50 + 90) / 2) / 2)
+    assert full["avg_acc_std"] == pytest.approx(pd.Series([60.0, 70.0]).std(), abs=1e-4)  # CSV: 4 decimals
+    assert full["pretrain_drop_mean"] == pytest.approx(18.0) and full["pretrain_drop_std"] == pytest.approx(
+        pd.Series([20.0, 16.0]).std(), abs=1e-4)
+    assert full["n_seeds"] == 2 and full["params_trainable"] == 5000
+    assert pd.isna(board[board["stream"] == "split"].loc["linear", "avg_acc_std"])
+    one_task = board[board["stream"] == "one-task"].loc["linear"]
+    assert pd.isna(one_task["bwt_mean"]) and one_task["avg_acc_mean"] == 55.0
+    assert "broken" not in board.index
+    split = pd.read_csv(out / "leaderboard_split.csv")
+    assert list(split["strategy"]) == ["gated", "full_ft", "linear", "no_retention"]  # avg_acc, best first; ties by name
+    markdown = (out / "leaderboard.md").read_text()
+    assert "| 65.00 ± 7.07 |" in markdown and "no_retention" in markdown
+
+
+def test_every_plot_is_rendered_and_linked(results_dir, tmp_path):
+    out = tmp_path / "report"
+    reports_main([str(results_dir), "--out", str(out)])
+    plots = {p.name for p in (out / "plots").iterdir()}
+    for name in ("accuracy_matrix", "seen_accuracy", "retention", "stability_plasticity", "accuracy_vs_params",
+                 "gate_masks"):
+        assert {f"split__vit-mini__{name}.png", f"split__vit-mini__{name}.svg"} <= plots
+    assert "one-task__vit-mini__gate_masks.png" not in plots  # nothing to show there
+    page = (out / "report.html").read_text()
+    linked = set(re.findall(r'<img src="([^"]+)"', page))
+    assert linked == {f"plots/{name}" for name in plots if name.endswith(".png")}
+    for strategy in ("full_ft", "linear", "no_retention", "gated", "broken"):
+        assert strategy in page
+    assert "RuntimeError: boom &lt;tag&gt;" in page  # failed runs listed, escaped
+
+
+def test_several_result_folders_merge_into_one_report(results_dir, tmp_path):
+    other = tmp_path / "other"
+    fabricate(other, "split", "extra", 0, [[10, 0], [10, 10]], [80, 50, 40])
+    shutil.copytree(results_dir / "runs", other / "runs", dirs_exist_ok=True)  # duplicates merge by run id
+    out = tmp_path / "merged"
+    assert reports_main([str(results_dir), str(other), "--out", str(out)]) == 0
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert "extra" in set(board["strategy"]) and (board["n_seeds"] <= 2).all()
+
+
+def test_pareto_front_keeps_the_undominated_points():
+    assert pareto_front([(50, 90), (60, 80), (55, 70), (40, 95), (60, 60)]) == [(40, 95), (50, 90), (60, 80)]
+
+
+def test_missing_results_folder_is_a_one_line_error(tmp_path, capsys):
+    assert reports_main([str(tmp_path / "nowhere")]) == 2
+    assert "holds no runs/ folder" in capsys.readouterr().err
+
+
+CHECK = """<script>
+var errors = 0;
+window.addEventListener('error', function () { errors += 1; }, true);
+var original = console.error; console.error = function () { errors += 1; original.apply(console, arguments); };
+window.addEventListener('load', function () {
+  var images = Array.from(document.images);
+  var broken = images.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).length;
+  document.body.setAttribute('data-check', 'images=' + images.length + ' broken=' + broken + ' errors=' + errors);
+});
+</script>"""
+
+
+def chromium() -> str:
+    """Debian's chromium, installed here when missing and possible; otherwise the test is skipped with the reason."""
+    path = shutil.which("chromium")
+    if path is None and shutil.which("apt-get") and Path("/usr/bin/apt-get").exists():
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900)
+        path = shutil.which("chromium")
+    if path is None:
+        pytest.skip("Debian's chromium is not installed and could not be installed here")
+    return path
+
+
+def browser_check(page: Path, profile: Path) -> tuple[int, int, int]:
+    """Open `page` (plus a probe script) in headless Chromium; return (images, broken images, errors) it saw."""
+    checked = page.with_name("checked.html")
+    checked.write_text(page.read_text().replace("<head>", "<head>" + CHECK, 1))
+    process = subprocess.run(
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+         "--virtual-time-budget=5000", "--dump-dom", checked.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    found = re.search(r'data-check="images=(\d+) broken=(\d+) errors=(\d+)"', process.stdout)
+    assert found, process.stderr[-2000:]
+    return tuple(map(int, found.groups()))
+
+
+def test_report_renders_in_headless_chromium(results_dir, tmp_path):
+    out = tmp_path / "report"
+    reports_main([str(results_dir), "--out", str(out)])
+    pngs = sorted((out / "plots").glob("*.png"))
+    assert browser_check(out / "report.html", tmp_path / "profile") == (len(pngs), 0, 0)
+    pngs[0].unlink()  # the probe does see a missing image
+    assert browser_check(out / "report.html", tmp_path / "profile")[1] == 1
