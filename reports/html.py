@@ -20,7 +20,8 @@ STYLE = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
-th { background: #f2f2f2; } td:nth-child(-n+3) { text-align: left; }
+th { background: #f2f2f2; } td:nth-child(-n+3) { text-align: left; white-space: nowrap; }
+.scroll { overflow-x: auto; }
 figure { display: inline-block; margin: 0.5em; vertical-align: top; }
 figcaption { font-size: 0.8em; color: #555; }
 img { max-width: 100%; }
@@ -92,7 +93,7 @@ def render_html(results: list[dict[str, Any]], table: pd.DataFrame, plots: dict[
 Accuracies in %, mean over seeds (std where there are several); full columns in
 <a href="leaderboard.csv">leaderboard.csv</a>, Markdown in <a href="leaderboard.md">leaderboard.md</a>.</p>
 <h2>Leaderboard</h2>
-{_leaderboard_table(table)}
+<div class="scroll">{_leaderboard_table(table)}</div>
 <h2>Plots</h2>
 {_plots_section(plots, out_dir)}
 <h2>Failed runs</h2>

@@ -197,12 +197,13 @@ def gate_masks(series: list[Series], group: Group, colours: dict) -> Optional[pl
     masked = [(item, item.runs[0]) for item in series if item.runs[0].get("gate_masks")]
     if not masked:
         return None
-    fig, axes = plt.subplots(len(masked), 1, figsize=(8, 1.2 + 0.5 * max(len(r["gate_masks"]) for _, r in masked)
-                                                      * len(masked)), squeeze=False)
+    height = 1.5 + 0.5 * sum(len(run["gate_masks"]) + 1 for _, run in masked)
+    fig, axes = plt.subplots(len(masked), 1, figsize=(8, height), squeeze=False, constrained_layout=True)
     for ax, (item, run) in zip(axes[:, 0], masked):
         masks = np.array(run["gate_masks"], dtype=float)
         ax.imshow(masks, cmap="Greys", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
         ax.set_xlabel("adapter block (index)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("task")
         ax.set_yticks(range(len(masks)))
         active = 100 * masks.mean()
