@@ -115,9 +115,13 @@ window.addEventListener('load', function () {
 def chromium() -> str:
     """Debian's chromium, installed here when missing and possible; otherwise the test is skipped with the reason."""
     path = shutil.which("chromium")
-    if path is None and shutil.which("apt-get") and Path("/usr/bin/apt-get").exists():
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900)
-        path = shutil.which("chromium")
+    if path is None and shutil.which("apt-get"):
+        for command in (["apt-get", "install", "-y", "-q", "chromium"], ["apt-get", "update", "-q"],
+                        ["apt-get", "install", "-y", "-q", "chromium"]):
+            subprocess.run(command, capture_output=True, timeout=900)
+            path = shutil.which("chromium")
+            if path:
+                break
     if path is None:
         pytest.skip("Debian's chromium is not installed and could not be installed here")
     return path
