@@ -116,33 +116,33 @@ def accuracy_heatmaps(series: list[Series], group: Group, colours: dict) -> plt.
     return fig
 
 
-def seen_accuracy(series: list[Series], group: Group, colours: dict) -> plt.Figure:
+def _curves(series: list[Series], group: Group, colours: dict, values_of: Callable[[dict], list[float]],
+            first_x: int, xlabel: str, ylabel: str, title: str) -> plt.Figure:
+    """One line per strategy configuration of a per-step percentage (y from 0 to 100), x counted from `first_x`."""
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for item in series:
-        values = item.stacked(lambda r: seen_tasks_curve(r["accuracy_matrix"]))
-        _curve(ax, np.arange(1, values.shape[1] + 1), values, item, colours[item.strategy])
-    ax.set_xlabel("tasks trained")
-    ax.set_ylabel("mean accuracy on seen tasks (%)")
+        values = item.stacked(values_of)
+        _curve(ax, np.arange(first_x, first_x + values.shape[1]), values, item, colours[item.strategy])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 100)
-    _title(ax, "Average accuracy over seen tasks", group)
+    _title(ax, title, group)
     _legend_outside(ax)
     return fig
+
+
+def seen_accuracy(series: list[Series], group: Group, colours: dict) -> plt.Figure:
+    return _curves(series, group, colours, lambda r: seen_tasks_curve(r["accuracy_matrix"]), 1, "tasks trained",
+                   "mean accuracy on seen tasks (%)", "Average accuracy over seen tasks")
 
 
 def retention(series: list[Series], group: Group, colours: dict) -> Optional[plt.Figure]:
     kept = [item for item in series if item.has_retention]
     if not kept:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    for item in kept:
-        values = item.stacked(lambda r: r["metrics"]["retained_pretrain_acc"])
-        _curve(ax, np.arange(values.shape[1]), values, item, colours[item.strategy])
-    ax.set_xlabel("tasks trained (0 = pre-trained model)")
-    ax.set_ylabel("retained pre-training accuracy (%)")
-    ax.set_ylim(0, 100)
-    _title(ax, "What the pre-trained model keeps", group)
-    _legend_outside(ax)
-    return fig
+    return _curves(kept, group, colours, lambda r: r["metrics"]["retained_pretrain_acc"], 0,
+                   "tasks trained (0 = pre-trained model)", "retained pre-training accuracy (%)",
+                   "What the pre-trained model keeps")
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
