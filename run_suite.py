@@ -50,9 +50,11 @@ def main(argv: list[str]) -> int:
         return 2
     report = generate_report([out_dir], out_dir)
     print(report.markdown.read_text())
-    print(f"{len(outcome.ran)} runs done, {len(outcome.skipped)} already finished, {len(outcome.failed)} failed")
-    for run_id in outcome.failed:
-        print(f"failed: {out_dir / 'runs' / run_id / 'result.json'}")
+    print(f"{len(outcome.ran)} runs done, {len(outcome.skipped)} already finished, {len(outcome.failed)} failed, "
+          f"{len(outcome.diverged)} diverged")
+    for status, run_ids in (("failed", outcome.failed), ("diverged", outcome.diverged)):
+        for run_id in run_ids:
+            print(f"{status}: {out_dir / 'runs' / run_id / 'result.json'}")
     print(f"results: {out_dir}/runs/  leaderboard: {report.leaderboard}\nreport: {report.html}")
     return 1 if outcome.failed else 0
 

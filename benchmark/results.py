@@ -6,7 +6,9 @@ crash never leaves a half-written result; a run whose result says `ok` is finish
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -15,9 +17,14 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
+from benchmark.errors import UserInputError
+
 RESULT_FILE = "result.json"
 STATUS_OK = "ok"
-STATUS_FAILED = "failed"
+STATUS_FAILED = "failed"  # raised an exception: run again on the next invocation
+STATUS_DIVERGED = "diverged"  # the loss became NaN/inf: an outcome, kept like a finished run
+FINAL_STATUSES = (STATUS_OK, STATUS_DIVERGED)
+LOCK_FILE = ".lock"
 SCHEMA_VERSION = 1
 
 
@@ -76,8 +83,27 @@ def load_result(path: Path) -> Optional[dict[str, Any]]:
 
 
 def is_finished(out_dir: Path, run_id: str) -> bool:
+    """True for a run that ended for good (ok or diverged); failed runs are tried again."""
     result = load_result(result_path(out_dir, run_id))
-    return result is not None and result.get("status") == STATUS_OK
+    return result is not None and result.get("status") in FINAL_STATUSES
+
+
+@contextlib.contextmanager
+def results_lock(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the results folder, so two suites never write to it at once."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(out_dir / LOCK_FILE, "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UserInputError(f"results folder {out_dir} is in use by another suite; wait for it to finish or pass "
+                             "another --out") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def iter_results(out_dir: Path) -> Iterator[dict[str, Any]]:

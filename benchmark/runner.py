@@ -17,6 +17,7 @@ import torch
 
 from benchmark import costs
 from benchmark.backbones import Backbone, build_backbone
+from benchmark.errors import RunDiverged
 from benchmark.evaluation import accuracy, as_tensors
 from benchmark.metrics import summarize
 from benchmark.results import STATUS_OK, SCHEMA_VERSION, RunSpec
@@ -57,7 +58,10 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None) ->
     eval_s: list[float] = []
     for task in runtime.bar(stream.tasks, desc=f"{spec.strategy} on {spec.stream}", total=len(stream.tasks)):
         start = _clock(runtime)
-        strategy.train_task(task)
+        try:
+            strategy.train_task(task)
+        except RunDiverged as diverged:
+            raise RunDiverged(diverged.step, diverged.epoch, task.index) from None
         train_s.append(_clock(runtime) - start)
         start = _clock(runtime)
         strategy.eval()

@@ -15,8 +15,9 @@ from typing import Any
 
 from benchmark.backbones import Backbone, backbone_params, build_backbone
 from benchmark.config import SuiteConfig, config_dict
-from benchmark.results import (SCHEMA_VERSION, STATUS_FAILED, RunSpec, is_finished, result_path, versions,
-                               write_json_atomic)
+from benchmark.errors import RunDiverged
+from benchmark.results import (SCHEMA_VERSION, STATUS_DIVERGED, STATUS_FAILED, RunSpec, is_finished, result_path,
+                               results_lock, versions, write_json_atomic)
 from benchmark.retention import PROTOCOLS
 from benchmark.runner import run
 from benchmark.runtime import Runtime
@@ -29,6 +30,7 @@ class SuiteOutcome:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    diverged: list[str] = field(default_factory=list)
 
 
 def plan_runs(config: SuiteConfig, runtime: Runtime) -> list[RunSpec]:
@@ -64,11 +66,15 @@ def preflight(specs: list[RunSpec]) -> dict[str, Backbone]:
     return backbones
 
 
-def failed_result(spec: RunSpec, error: BaseException) -> dict[str, Any]:
+def unfinished_result(spec: RunSpec, error: BaseException) -> dict[str, Any]:
+    """The record of a run that raised: `diverged` (with where) for a non-finite loss, `failed` for anything else."""
+    diverged = isinstance(error, RunDiverged)
+    extra = {"diverged_at": {"task": error.task, "step": error.step, "epoch": error.epoch}} if diverged else {}
     return {
+        **extra,
         "schema_version": SCHEMA_VERSION,
         "run_id": spec.run_id,
-        "status": STATUS_FAILED,
+        "status": STATUS_DIVERGED if diverged else STATUS_FAILED,
         "stream": spec.stream,
         "strategy": spec.strategy,
         "backbone": spec.backbone,
@@ -84,15 +90,16 @@ def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime) -> SuiteOutc
     backbones = preflight(specs)
     outcome = SuiteOutcome()
     environment = versions()
-    for spec in runtime.bar(specs, desc="runs", total=len(specs), leave=True):
-        if is_finished(out_dir, spec.run_id):
-            outcome.skipped.append(spec.run_id)
-            continue
-        try:
-            result = run(spec, runtime, backbones[spec.backbone])
-            outcome.ran.append(spec.run_id)
-        except Exception as error:  # a failing run is recorded; the suite goes on
-            result = failed_result(spec, error)
-            outcome.failed.append(spec.run_id)
-        write_json_atomic(result_path(out_dir, spec.run_id), {**result, "versions": environment})
+    with results_lock(out_dir):
+        for spec in runtime.bar(specs, desc="runs", total=len(specs), leave=True):
+            if is_finished(out_dir, spec.run_id):
+                outcome.skipped.append(spec.run_id)
+                continue
+            try:
+                result = run(spec, runtime, backbones[spec.backbone])
+                outcome.ran.append(spec.run_id)
+            except Exception as error:  # a failing or diverging run is recorded; the suite goes on
+                result = unfinished_result(spec, error)
+                (outcome.diverged if isinstance(error, RunDiverged) else outcome.failed).append(spec.run_id)
+            write_json_atomic(result_path(out_dir, spec.run_id), {**result, "versions": environment})
     return outcome

@@ -65,7 +65,7 @@ def _failed_section(results: list[dict[str, Any]]) -> str:
     failed = [r for r in results if r.get("status") != STATUS_OK]
     if not failed:
         return "<p>None.</p>"
-    items = [f'<li class="failed"><b>{_e(r["run_id"])}</b>: {_e(r.get("error", r.get("status")))}'
+    items = [f'<li class="failed"><b>{_e(r["run_id"])}</b> ({_e(r.get("status"))}): {_e(r.get("error"))}'
              f'<details><summary>traceback</summary><pre>{_e(r.get("traceback", ""))}</pre></details></li>'
              for r in failed]
     return "<ul>" + "\n".join(items) + "</ul>"
@@ -89,14 +89,14 @@ def render_html(results: list[dict[str, Any]], table: pd.DataFrame, plots: dict[
 <html lang="en"><head><meta charset="utf-8"><title>Continual-learning benchmark report</title>
 <style>{STYLE}</style></head><body>
 <h1>Continual-learning benchmark report</h1>
-<p>{finished} finished and {len(results) - finished} failed runs from {", ".join(_e(s) for s in sources)}.
+<p>{finished} finished and {len(results) - finished} failed or diverged runs from {", ".join(_e(s) for s in sources)}.
 Accuracies in %, mean over seeds (std where there are several); full columns in
 <a href="leaderboard.csv">leaderboard.csv</a>, Markdown in <a href="leaderboard.md">leaderboard.md</a>.</p>
 <h2>Leaderboard</h2>
 <div class="scroll">{_leaderboard_table(table)}</div>
 <h2>Plots</h2>
 {_plots_section(plots, out_dir)}
-<h2>Failed runs</h2>
+<h2>Failed and diverged runs</h2>
 {_failed_section(results)}
 <h2>Runs, configurations and versions</h2>
 {_runs_section(results)}

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from benchmark.config import require
+from benchmark.errors import RunDiverged
 from benchmark.runtime import Runtime
 from benchmark.streams import Task
 
@@ -78,16 +79,18 @@ Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (images, labels) 
 
 def fit(loss_fn: Loss, parameters: Iterable[torch.nn.Parameter] | list[dict], data: Dataset, config: TrainConfig,
         runtime: Runtime, desc: str = "train") -> float:
-    """Minimise `loss_fn` over `data` for `config.epochs` epochs; returns the mean loss of the last epoch."""
+    """Minimise `loss_fn` over `data` for `config.epochs` epochs; returns the mean loss of the last epoch.
+
+    A NaN or infinite loss raises RunDiverged (checked at the end of each epoch)."""
     loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, drop_last=False,
                         pin_memory=runtime.device.type == "cuda")
     optimizer = OPTIMIZERS[config.optimizer](parameters, config)
     total_steps = config.epochs * len(loader)
     schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
                 if config.schedule == "cosine" else None)
-    epoch_loss = torch.zeros((), device=runtime.device)
-    for _ in runtime.bar(range(config.epochs), desc=desc):
-        epoch_loss.zero_()
+    losses: list[torch.Tensor] = []
+    for epoch in runtime.bar(range(config.epochs), desc=desc):
+        losses = []
         for images, labels in loader:
             images = images.to(runtime.device, non_blocking=True)
             labels = labels.to(runtime.device, non_blocking=True)
@@ -98,5 +101,16 @@ def fit(loss_fn: Loss, parameters: Iterable[torch.nn.Parameter] | list[dict], da
             optimizer.step()
             if schedule is not None:
                 schedule.step()
-            epoch_loss += loss.detach()
-    return float(epoch_loss) / max(len(loader), 1)
+            losses.append(loss.detach())
+        check_finite(losses, epoch, steps_before=epoch * len(loader))
+    return float(torch.stack(losses).mean()) if losses else 0.0
+
+
+def check_finite(losses: list[torch.Tensor], epoch: int, steps_before: int) -> None:
+    """Raise RunDiverged at the first non-finite loss of an epoch: one host sync per epoch, none per step."""
+    if not losses:
+        return
+    finite = torch.isfinite(torch.stack(losses).float())
+    if not bool(finite.all()):
+        first = int((~finite).nonzero()[0, 0])
+        raise RunDiverged(step=steps_before + first, epoch=epoch)

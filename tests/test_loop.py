@@ -2,7 +2,10 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.streams import Task
-from strategies._loop import task_cross_entropy
+import pytest
+
+from benchmark.errors import RunDiverged
+from strategies._loop import check_finite, task_cross_entropy
 
 TASK1 = Task(1, "t1", (7, 3), (2, 3), 4, None, None)  # second task of a class-incremental stream: units 2 and 3
 
@@ -21,3 +24,11 @@ def test_global_loss_is_plain_cross_entropy():
     logits = torch.randn(3, 4)
     labels = torch.tensor([0, 2, 3])
     assert torch.isclose(task_cross_entropy(logits, labels, TASK1, "global"), F.cross_entropy(logits, labels))
+
+
+def test_first_non_finite_loss_is_located():
+    check_finite([torch.tensor(1.0), torch.tensor(2.0)], epoch=0, steps_before=0)
+    with pytest.raises(RunDiverged) as error:
+        check_finite([torch.tensor(1.0), torch.tensor(float("inf")), torch.tensor(float("nan"))], epoch=2,
+                     steps_before=30)
+    assert (error.value.step, error.value.epoch) == (31, 2)

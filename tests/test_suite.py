@@ -17,6 +17,7 @@ from benchmark.runtime import Runtime
 from benchmark.suite import plan_runs
 from strategies import STRATEGIES
 from strategies.base import Strategy, register
+from strategies._loop import fit
 from strategies.linear import LinearConfig, LinearProbe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +67,7 @@ def test_rerun_resumes_and_changes_nothing(write_suite, tmp_path, capsys):
     before = snapshot(out)
     capsys.readouterr()
     assert suite(config, out) == 0
-    assert "0 runs done, 1 already finished, 0 failed" in capsys.readouterr().out
+    assert "0 runs done, 1 already finished, 0 failed, 0 diverged" in capsys.readouterr().out
     assert snapshot(out) == before
 
 
@@ -102,7 +103,7 @@ def test_failing_run_is_recorded_and_the_suite_goes_on(write_suite, tmp_path, ca
     assert list(pd.read_csv(out / "leaderboard.csv")["strategy"]) == ["linear"]
     capsys.readouterr()
     assert suite(config, out) == 1  # failed runs are retried, finished ones are not
-    assert "0 runs done, 1 already finished, 1 failed" in capsys.readouterr().out
+    assert "0 runs done, 1 already finished, 1 failed, 0 diverged" in capsys.readouterr().out
 
 
 def test_same_seed_same_numbers(write_suite, tmp_path):
@@ -197,3 +198,46 @@ def test_reports_rebuilds_the_leaderboard_from_results_alone(write_suite, tmp_pa
     assert (out / "leaderboard.csv").read_bytes() == original
     assert reports_main([str(tmp_path / "nowhere")]) == 2
     assert "holds no runs/ folder" in capsys.readouterr().err
+
+
+@register("nan_on_task_1")
+class NanOnSecondTask(LinearProbe):
+    """A strategy whose loss turns NaN on its second task, to check that divergence is recorded, not crashed on."""
+
+    Config = LinearConfig
+
+    def train_task(self, task):
+        if task.index != 1:
+            return super().train_task(task)
+        self.head.grow(task.num_outputs)
+        fit(lambda x, y: self.predict(x).sum() * float("nan"), self.head.parameters(), task.train, self.config,
+            self.runtime)
+
+
+def test_diverging_run_is_recorded_with_where_and_the_suite_goes_on(write_suite, tmp_path, capsys):
+    out = tmp_path / "out"
+    config = write_suite(strategies={"nan_on_task_1": {"epochs": 2}, "linear": {"epochs": 1}})
+    assert suite(config, out) == 0  # divergence is an outcome of the method, not a failure of the suite
+    results = results_by_strategy(out)
+    diverged = results["nan_on_task_1"]
+    assert diverged["status"] == "diverged" and diverged["diverged_at"] == {"task": 1, "step": 0, "epoch": 0}
+    assert diverged["error"] == "RunDiverged: non-finite loss at task 1, step 0 (epoch 0)"
+    assert results["linear"]["status"] == "ok"
+    assert list(pd.read_csv(out / "leaderboard.csv")["strategy"]) == ["linear"]
+    assert "nan_on_task_1" in (out / "report.html").read_text()
+    capsys.readouterr()
+    suite(config, out)  # a diverged run is final: the same seed would diverge again
+    assert "0 runs done, 2 already finished, 0 failed, 0 diverged" in capsys.readouterr().out
+
+
+def test_a_busy_results_folder_is_refused(write_suite, tmp_path, capsys):
+    import fcntl
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another suite is writing here
+        assert suite(write_suite(strategies={"linear": {"epochs": 1}}), out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: results folder {out} is in use by another suite; wait for it to finish or pass another --out"]
+    assert not (out / "runs").exists()
