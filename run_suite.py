@@ -1,7 +1,7 @@
 """Run a continual-learning suite: every (backbone, stream, strategy, seed) of a YAML config.
 
     python run_suite.py [--config configs/mini.yaml] [--out DIR] [--seeds 0 1 2] [--strategies a b]
-                        [--streams x y] [--quiet]
+                        [--streams x y] [--quiet] [--keep-checkpoints]
 
 Results land in DIR/runs/<run_id>/result.json (default DIR: results/<config name>); finished runs are skipped on
 a re-run; the leaderboard is rebuilt at the end. Bad input exits with code 2 and one line on stderr.
@@ -25,6 +25,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--strategies", nargs="+", default=None, help="run only these strategies")
     parser.add_argument("--streams", nargs="+", default=None, help="run only these streams")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep each run's per-task checkpoint after it finishes (default: removed)")
     return parser.parse_args(argv)
 
 
@@ -44,7 +46,7 @@ def main(argv: list[str]) -> int:
         config = select(load_suite(args.config), streams=args.streams, strategies=args.strategies, seeds=args.seeds)
         out_dir = args.out or Path("results") / config.name
         runtime = Runtime.resolve(config.device, config.precision, progress=not args.quiet)
-        outcome = run_suite(config, out_dir, runtime)
+        outcome = run_suite(config, out_dir, runtime, keep_checkpoints=args.keep_checkpoints)
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

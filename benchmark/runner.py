@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import random
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 
 from benchmark import costs
 from benchmark.backbones import Backbone, build_backbone
+from benchmark.checkpoints import Progress, resume, save_checkpoint
 from benchmark.errors import RunDiverged
 from benchmark.evaluation import accuracy, as_tensors
 from benchmark.metrics import summarize
@@ -39,8 +41,10 @@ def _clock(runtime: Runtime) -> float:
     return time.perf_counter()
 
 
-def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None) -> dict[str, Any]:
-    """Execute `spec` and return its result (status ok); exceptions propagate to the caller."""
+def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
+        checkpoint: Optional[Path] = None) -> dict[str, Any]:
+    """Execute `spec` and return its result (status ok); exceptions propagate to the caller. With `checkpoint`, the
+    state after each task is saved there, and a checkpoint left by an interrupted run is resumed from."""
     started = _clock(runtime)
     costs.reset_peak_memory(runtime.device)
     backbone = backbone or build_backbone(spec.backbone, **spec.backbone_params)
@@ -51,27 +55,30 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None) ->
 
     seed_everything(spec.seed)
     strategy = build_strategy(spec.strategy, spec.strategy_params, copy.deepcopy(backbone.model), runtime)
-    strategy.eval()
-    retained = [retained_score(strategy)]
-    matrix: list[list[float]] = []
-    train_s: list[float] = []
-    eval_s: list[float] = []
-    for task in runtime.bar(stream.tasks, desc=f"{spec.strategy} on {spec.stream}", total=len(stream.tasks)):
+    progress = resume(checkpoint, spec.run_id, strategy) if checkpoint else None
+    if progress is None:
+        strategy.eval()
+        progress = Progress(retained=[retained_score(strategy)])
+    remaining = stream.tasks[progress.tasks_done:]
+    for task in runtime.bar(remaining, desc=f"{spec.strategy} on {spec.stream}", total=len(remaining)):
         start = _clock(runtime)
         try:
             strategy.train_task(task)
         except RunDiverged as diverged:
             raise RunDiverged(diverged.step, diverged.epoch, task.index) from None
-        train_s.append(_clock(runtime) - start)
+        progress.train_s.append(_clock(runtime) - start)
         start = _clock(runtime)
         strategy.eval()
-        matrix.append([accuracy(strategy.predict, images, labels, runtime) for images, labels in tests])
-        retained.append(retained_score(strategy))
-        eval_s.append(_clock(runtime) - start)
+        progress.matrix.append([accuracy(strategy.predict, images, labels, runtime) for images, labels in tests])
+        progress.retained.append(retained_score(strategy))
+        progress.eval_s.append(_clock(runtime) - start)
+        if checkpoint:
+            save_checkpoint(checkpoint, spec.run_id, strategy, progress)
 
+    matrix, retained = progress.matrix, progress.retained
     test_sizes = [len(labels) for _, labels in tests]
     cost = {**costs.parameter_counts(strategy), "flops_per_image": costs.flops_per_image(strategy, tests[0][0][0]),
-            "train_s": train_s, "eval_s": eval_s, "wall_time_s": _clock(runtime) - started,
+            "train_s": progress.train_s, "eval_s": progress.eval_s, "wall_time_s": _clock(runtime) - started,
             **costs.peak_memory_mb(runtime.device)}
     return {
         **_identity(spec, stream),

@@ -15,9 +15,10 @@ from typing import Any
 
 from benchmark.backbones import Backbone, backbone_params, build_backbone
 from benchmark.config import SuiteConfig, config_dict
+from benchmark.checkpoints import CHECKPOINT_FILE
 from benchmark.errors import RunDiverged
-from benchmark.results import (SCHEMA_VERSION, STATUS_DIVERGED, STATUS_FAILED, RunSpec, is_finished, result_path,
-                               results_lock, versions, write_json_atomic)
+from benchmark.results import (FINAL_STATUSES, SCHEMA_VERSION, STATUS_DIVERGED, STATUS_FAILED, RunSpec, is_finished,
+                               result_path, results_lock, versions, write_json_atomic)
 from benchmark.retention import PROTOCOLS
 from benchmark.runner import run
 from benchmark.runtime import Runtime
@@ -85,7 +86,9 @@ def unfinished_result(spec: RunSpec, error: BaseException) -> dict[str, Any]:
     }
 
 
-def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime) -> SuiteOutcome:
+def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpoints: bool = False) -> SuiteOutcome:
+    """Run every spec not finished yet; per-task checkpoints let an interrupted run resume, and are removed once its
+    result is written unless `keep_checkpoints`."""
     specs = plan_runs(config, runtime)
     backbones = preflight(specs)
     outcome = SuiteOutcome()
@@ -95,11 +98,14 @@ def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime) -> SuiteOutc
             if is_finished(out_dir, spec.run_id):
                 outcome.skipped.append(spec.run_id)
                 continue
+            checkpoint = result_path(out_dir, spec.run_id).with_name(CHECKPOINT_FILE)
             try:
-                result = run(spec, runtime, backbones[spec.backbone])
+                result = run(spec, runtime, backbones[spec.backbone], checkpoint)
                 outcome.ran.append(spec.run_id)
             except Exception as error:  # a failing or diverging run is recorded; the suite goes on
                 result = unfinished_result(spec, error)
                 (outcome.diverged if isinstance(error, RunDiverged) else outcome.failed).append(spec.run_id)
             write_json_atomic(result_path(out_dir, spec.run_id), {**result, "versions": environment})
+            if result["status"] in FINAL_STATUSES and not keep_checkpoints:
+                checkpoint.unlink(missing_ok=True)
     return outcome

@@ -20,6 +20,13 @@ from benchmark import pretrain  # noqa: E402
 N_TRAIN, N_TEST = 400, 200
 
 
+def builtin_strategies() -> list[str]:
+    """Registered strategies shipped in strategies/ (tests register a few of their own)."""
+    from strategies import STRATEGIES
+
+    return sorted(n for n in STRATEGIES.names() if STRATEGIES.get(n).__module__.startswith("strategies."))
+
+
 def write_idx(path: Path, array: np.ndarray) -> None:
     """Write `array` (uint8) as a gzipped IDX file: magic (0, 0, 8 = ubyte, ndim), big-endian dims, data."""
     header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)

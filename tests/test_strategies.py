@@ -11,7 +11,7 @@ from benchmark.backbones import build_backbone
 from benchmark.evaluation import as_tensors
 from benchmark.runtime import Runtime
 from benchmark.streams import build_stream
-from strategies import STRATEGIES
+from conftest import builtin_strategies
 from strategies.base import build_strategy
 
 RUNTIME = Runtime.resolve("cpu", "fp32", progress=False)
@@ -27,7 +27,7 @@ def stream(backbone):
     return build_stream("mini-split-digits", 1993, image_spec=backbone.image_spec)
 
 
-@pytest.mark.parametrize("name", STRATEGIES.names())
+@pytest.mark.parametrize("name", builtin_strategies())
 def test_strategy_contract(name, backbone, stream):
     torch.manual_seed(0)
     strategy = build_strategy(name, {"epochs": 1}, copy.deepcopy(backbone.model), RUNTIME)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import run_suite
+from conftest import builtin_strategies
 from benchmark.config import load_suite
 from benchmark.results import iter_results
 from benchmark.runtime import Runtime
@@ -147,7 +148,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(write_suite, tmp_pat
     process = subprocess.run([sys.executable, str(ROOT / "run_suite.py"), "--config", str(write_suite()),
                               "--out", str(out), "--strategies", "ewc"], capture_output=True, text=True, cwd=ROOT)
     assert process.returncode == 2
-    builtin = sorted(n for n in STRATEGIES.names() if STRATEGIES.get(n).__module__.startswith("strategies."))
+    builtin = builtin_strategies()
     assert process.stderr.strip().splitlines() == ["error: unknown strategy 'ewc'; valid: " + ", ".join(builtin)]
     assert not out.exists()
 
@@ -181,8 +182,7 @@ def test_every_shipped_config_is_valid(path):
 def test_default_config_plans_every_builtin_strategy_on_both_mini_streams():
     config = load_suite(ROOT / "configs" / "mini.yaml")
     specs = plan_runs(config, Runtime.resolve("cpu", "auto", False))
-    builtin = {n for n in STRATEGIES.names() if STRATEGIES.get(n).__module__.startswith("strategies.")}
-    assert {s.strategy for s in specs} == builtin
+    assert {s.strategy for s in specs} == set(builtin_strategies())
     assert {s.stream for s in specs} == {"mini-split-digits", "mini-domain-digits"}
     assert {s.precision for s in specs} == {"fp32"} and all(torch.device(s.device).type == "cpu" for s in specs)
 

@@ -1,0 +1,90 @@
+"""Per-task checkpoints: a killed or crashed run resumes from its last finished task and ends with exactly the numbers
+an uninterrupted run gets (same seed, CPU).
+
+After each task the runner stores the strategy's state (every parameter and buffer), the rows of the accuracy
+matrix and retention so far, the timings, and every random number generator's state. Files are written atomically
+and read with `torch.load(weights_only=True)`: a checkpoint from someone else cannot execute code.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class Progress:
+    """What a run has measured so far."""
+
+    retained: list[float] = field(default_factory=list)  # before training, then after each task
+    matrix: list[list[float]] = field(default_factory=list)  # one row per finished task
+    train_s: list[float] = field(default_factory=list)
+    eval_s: list[float] = field(default_factory=list)
+
+    @property
+    def tasks_done(self) -> int:
+        return len(self.matrix)
+
+
+def _rng_state() -> dict[str, Any]:
+    """Every generator a run draws from, as tensors and plain values (what `weights_only` loading accepts)."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    version, python_state, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position,
+                                                     has_gauss, cached],
+             "python": [version, list(python_state), gauss_next]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    version, python_state, gauss_next = state["python"]
+    random.setstate((version, tuple(python_state), gauss_next))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, run_id: str, strategy: nn.Module, progress: Progress) -> None:
+    payload = {"run_id": run_id, "state": strategy.state_dict(), "progress": asdict(progress), "rng": _rng_state()}
+    partial = path.with_name(path.name + ".partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, partial)
+    partial.replace(path)
+
+
+def load_resizing(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """`load_state_dict`, first giving every tensor that grew during training (heads, per-task state) its stored
+    shape, since a freshly built strategy starts small."""
+    for name, stored in state.items():
+        try:
+            target = module.get_parameter(name)
+        except AttributeError:
+            target = module.get_buffer(name)
+        if target.shape != stored.shape:
+            target.data = torch.empty(stored.shape, dtype=target.dtype, device=target.device)
+    module.load_state_dict(state)
+
+
+def resume(path: Path, run_id: str, strategy: nn.Module) -> Optional[Progress]:
+    """Restore `strategy` and the random generators from `path` and return the progress, or None if there is no
+    checkpoint of this run."""
+    if not path.is_file():
+        return None
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("run_id") != run_id:
+        return None
+    load_resizing(strategy, payload["state"])
+    _set_rng_state(payload["rng"])
+    return Progress(**payload["progress"])

@@ -1,0 +1,82 @@
+"""A run interrupted after a finished task (an exception, or SIGKILL in the middle of the next task) resumes from its
+checkpoint and ends with exactly the numbers of an uninterrupted run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from benchmark.checkpoints import load_resizing
+from benchmark.results import iter_results
+from strategies._heads import GrowingClassifier
+from strategies.base import register
+from strategies.full_ft import FullFineTuning, FullFTConfig
+from test_suite import ROOT, suite
+
+NUMBERS = ("accuracy_matrix", "metrics", "class_order", "test_sizes")
+
+
+def only_result(out: Path) -> dict:
+    (result,) = iter_results(out)
+    return result
+
+
+@register("full_ft_crashes_once")
+class CrashesOnceAtTask2(FullFineTuning):
+    """full_ft that raises at its third task the first time only, like a machine failure."""
+
+    Config = FullFTConfig
+    crashes_left = 0
+
+    def train_task(self, task):
+        if task.index == 2 and CrashesOnceAtTask2.crashes_left > 0:
+            CrashesOnceAtTask2.crashes_left -= 1
+            raise RuntimeError("simulated crash")
+        super().train_task(task)
+
+
+def test_resumed_run_equals_an_uninterrupted_one(write_suite, tmp_path):
+    config = write_suite(strategies={"full_ft_crashes_once": {"epochs": 1}})
+    suite(config, tmp_path / "straight")
+    CrashesOnceAtTask2.crashes_left = 1
+    interrupted = tmp_path / "interrupted"
+    assert suite(config, interrupted) == 1
+    assert only_result(interrupted)["status"] == "failed"
+    checkpoints = list(interrupted.rglob("checkpoint.pt"))
+    assert len(checkpoints) == 1  # kept: tasks 0 and 1 are done
+    assert suite(config, interrupted) == 0
+    resumed, straight = only_result(interrupted), only_result(tmp_path / "straight")
+    assert len(resumed["cost"]["train_s"]) == 5
+    assert all(resumed[key] == straight[key] for key in NUMBERS)
+    assert not list(interrupted.rglob("checkpoint.pt"))  # removed once the run finished
+
+
+def test_sigkill_in_the_middle_of_a_task_loses_only_that_task(write_suite, tmp_path):
+    config = write_suite(strategies={"full_ft": {"epochs": 4}},
+                         streams={"mini-domain-digits": {"domains": ["clean", "inverted", "rotated"]}})
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, str(ROOT / "run_suite.py"), "--config", str(config), "--out",
+                                str(killed), "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(killed.rglob("checkpoint.pt")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert list(killed.rglob("checkpoint.pt")), "the run never reached its first checkpoint"
+    assert not list(killed.rglob("result.json")), "the run finished before it could be killed: make it longer"
+    assert suite(config, killed) == 0
+    suite(config, tmp_path / "straight")
+    resumed, straight = only_result(killed), only_result(tmp_path / "straight")
+    assert all(resumed[key] == straight[key] for key in NUMBERS)
+
+
+def test_a_grown_head_is_restored_into_a_fresh_one():
+    trained = GrowingClassifier(4)
+    trained.grow(6)
+    fresh = GrowingClassifier(4)
+    load_resizing(fresh, trained.state_dict())
+    assert torch.equal(fresh.weight, trained.weight) and fresh.num_outputs == 6
