@@ -25,6 +25,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--strategies", nargs="+", default=None, help="run only these strategies")
     parser.add_argument("--streams", nargs="+", default=None, help="run only these streams")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--executor", default=None, help="local (default), ray or submitit")
+    parser.add_argument("--workers", type=int, default=None, help="local executor: runs at once in worker processes")
+    parser.add_argument("--ray-address", default=None, help="ray executor: 'auto' joins a running cluster")
+    parser.add_argument("--submitit-cluster", default=None, help="submitit executor: slurm, local or debug")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep each run's per-task checkpoint after it finishes (default: removed)")
     return parser.parse_args(argv)
@@ -43,7 +47,10 @@ def main(argv: list[str]) -> int:
     from reports.report import generate_report
 
     try:
-        config = select(load_suite(args.config), streams=args.streams, strategies=args.strategies, seeds=args.seeds)
+        overrides = {"name": args.executor, "workers": args.workers, "ray_address": args.ray_address,
+                     "submitit_cluster": args.submitit_cluster}
+        config = select(load_suite(args.config), streams=args.streams, strategies=args.strategies, seeds=args.seeds,
+                        executor={k: v for k, v in overrides.items() if v is not None})
         out_dir = args.out or Path("results") / config.name
         runtime = Runtime.resolve(config.device, config.precision, progress=not args.quiet)
         outcome = run_suite(config, out_dir, runtime, keep_checkpoints=args.keep_checkpoints)

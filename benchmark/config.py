@@ -11,7 +11,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, Mapping, TypeVar, Union
+from typing import Any, Mapping, Optional, TypeVar, Union
 
 import yaml
 
@@ -104,6 +104,27 @@ class RetentionConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ExecutorConfig:
+    """Where runs execute (benchmark/executors.py); the YAML key `executor`, overridden by --executor etc."""
+
+    name: str = "local"  # local, ray or submitit
+    workers: int = 1  # local: runs at once (1 = one after another in this process)
+    ray_address: Optional[str] = None  # ray: "auto" joins a running cluster; None starts a local instance
+    ray_num_cpus: Optional[int] = None  # ray, local instance only: CPUs it may use (default: all)
+    cpus_per_run: float = 1.0  # ray and submitit: resources each run asks for
+    gpus_per_run: float = 0.0
+    submitit_cluster: Optional[str] = None  # submitit: None = auto (SLURM when there), "local" = this machine
+    submitit_folder: str = "submitit"  # logs of submitit jobs, inside the results folder
+    timeout_min: int = 24 * 60  # submitit: wall-time limit of each job
+
+    def __post_init__(self) -> None:
+        require(self.workers >= 1, "workers", ">= 1", self.workers)
+        require(self.cpus_per_run > 0, "cpus_per_run", "> 0", self.cpus_per_run)
+        require(self.gpus_per_run >= 0, "gpus_per_run", ">= 0", self.gpus_per_run)
+        require(self.timeout_min >= 1, "timeout_min", ">= 1", self.timeout_min)
+
+
+@dataclasses.dataclass(frozen=True)
 class SuiteConfig:
     """One YAML suite: the grid backbones x streams x strategies x seeds and how to run it."""
 
@@ -115,9 +136,10 @@ class SuiteConfig:
     retention: RetentionConfig = RetentionConfig()
     device: str = "auto"  # auto (cuda if available), cpu, cuda
     precision: str = "auto"  # auto (bf16 autocast on cuda, fp32 on cpu), fp32, bf16
+    executor: ExecutorConfig = ExecutorConfig()
 
 
-SUITE_KEYS = ("backbones", "streams", "strategies", "seeds", "retention", "device", "precision")
+SUITE_KEYS = ("backbones", "streams", "strategies", "seeds", "retention", "device", "precision", "executor")
 
 
 def _components(raw: Any, key: str) -> tuple[Component, ...]:
@@ -154,6 +176,7 @@ def parse_suite(raw: Any, name: str) -> SuiteConfig:
         retention=make_config(RetentionConfig, raw.get("retention"), "retention"),
         device=device,
         precision=precision,
+        executor=make_config(ExecutorConfig, raw.get("executor"), "executor"),
     )
 
 
@@ -171,7 +194,7 @@ def load_suite(path: Path) -> SuiteConfig:
 
 
 def select(config: SuiteConfig, *, streams: list[str] | None = None, strategies: list[str] | None = None,
-           seeds: list[int] | None = None) -> SuiteConfig:
+           seeds: list[int] | None = None, executor: Mapping[str, Any] | None = None) -> SuiteConfig:
     """Narrow (or extend) a suite from the command line: named components keep their configured hyper-parameters,
     names the file does not list run with their defaults."""
     def pick(configured: tuple[Component, ...], names: list[str] | None) -> tuple[Component, ...]:
@@ -187,4 +210,5 @@ def select(config: SuiteConfig, *, streams: list[str] | None = None, strategies:
         streams=pick(config.streams, streams),
         strategies=pick(config.strategies, strategies),
         seeds=tuple(seeds) if seeds is not None else config.seeds,
+        executor=make_config(ExecutorConfig, {**dataclasses.asdict(config.executor), **(executor or {})}, "executor"),
     )

@@ -11,14 +11,15 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from benchmark.backbones import Backbone, backbone_params, build_backbone
 from benchmark.config import SuiteConfig, config_dict
 from benchmark.checkpoints import CHECKPOINT_FILE
 from benchmark.errors import RunDiverged
-from benchmark.results import (FINAL_STATUSES, SCHEMA_VERSION, STATUS_DIVERGED, STATUS_FAILED, RunSpec, is_finished,
-                               result_path, results_lock, versions, write_json_atomic)
+from benchmark.executors import EXECUTORS
+from benchmark.results import (FINAL_STATUSES, SCHEMA_VERSION, STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, RunSpec,
+                               is_finished, result_path, results_lock, versions, write_json_atomic)
 from benchmark.retention import PROTOCOLS
 from benchmark.runner import run
 from benchmark.runtime import Runtime
@@ -86,26 +87,48 @@ def unfinished_result(spec: RunSpec, error: BaseException) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class RunJob:
+    """One run as an executor ships it: picklable, self-contained."""
+
+    spec: RunSpec
+    out_dir: Path
+    runtime: Runtime
+    keep_checkpoints: bool = False
+
+
+def execute(job: RunJob, backbone: Optional[Backbone] = None) -> str:
+    """Run one spec and write its result file (ok, diverged or failed); returns the status. The same function runs
+    in this process, in a worker process, in a Ray task or in a SLURM job, so every executor writes the same files."""
+    import strategies  # noqa: F401  (a fresh worker process registers the built-in strategies)
+
+    checkpoint = result_path(job.out_dir, job.spec.run_id).with_name(CHECKPOINT_FILE)
+    try:
+        result = run(job.spec, job.runtime, backbone, checkpoint)
+    except Exception as error:  # a failing or diverging run is recorded; the suite goes on
+        result = unfinished_result(job.spec, error)
+    write_json_atomic(result_path(job.out_dir, job.spec.run_id), {**result, "versions": versions()})
+    if result["status"] in FINAL_STATUSES and not job.keep_checkpoints:
+        checkpoint.unlink(missing_ok=True)
+    return result["status"]
+
+
 def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpoints: bool = False) -> SuiteOutcome:
-    """Run every spec not finished yet; per-task checkpoints let an interrupted run resume, and are removed once its
-    result is written unless `keep_checkpoints`."""
+    """Run every spec not finished yet on the chosen executor; per-task checkpoints let an interrupted run resume,
+    and are removed once its result is written unless `keep_checkpoints`."""
     specs = plan_runs(config, runtime)
+    executor = EXECUTORS.get(config.executor.name)
     backbones = preflight(specs)
     outcome = SuiteOutcome()
-    environment = versions()
     with results_lock(out_dir):
-        for spec in runtime.bar(specs, desc="runs", total=len(specs), leave=True):
+        todo = []
+        for spec in specs:
             if is_finished(out_dir, spec.run_id):
                 outcome.skipped.append(spec.run_id)
-                continue
-            checkpoint = result_path(out_dir, spec.run_id).with_name(CHECKPOINT_FILE)
-            try:
-                result = run(spec, runtime, backbones[spec.backbone], checkpoint)
-                outcome.ran.append(spec.run_id)
-            except Exception as error:  # a failing or diverging run is recorded; the suite goes on
-                result = unfinished_result(spec, error)
-                (outcome.diverged if isinstance(error, RunDiverged) else outcome.failed).append(spec.run_id)
-            write_json_atomic(result_path(out_dir, spec.run_id), {**result, "versions": environment})
-            if result["status"] in FINAL_STATUSES and not keep_checkpoints:
-                checkpoint.unlink(missing_ok=True)
+            else:
+                todo.append(RunJob(spec, out_dir, runtime, keep_checkpoints))
+        statuses = executor(todo, backbones, config.executor)
+        for job, status in runtime.bar(statuses, desc="runs", total=len(todo), leave=True):
+            {STATUS_OK: outcome.ran, STATUS_DIVERGED: outcome.diverged}.get(status, outcome.failed).append(
+                job.spec.run_id)
     return outcome
