@@ -80,3 +80,29 @@ def test_a_grown_head_is_restored_into_a_fresh_one():
     fresh = GrowingClassifier(4)
     load_resizing(fresh, trained.state_dict())
     assert torch.equal(fresh.weight, trained.weight) and fresh.num_outputs == 6
+
+
+def test_two_suites_on_one_folder_do_not_mix(write_suite, tmp_path, capsys):
+    """A second suite started while the first is writing is refused; the first finishes intact."""
+    config = write_suite(strategies={"full_ft": {"epochs": 4}},
+                         streams={"mini-domain-digits": {"domains": ["clean", "inverted", "rotated"]}})
+    shared = tmp_path / "shared"
+    first = subprocess.Popen([sys.executable, str(ROOT / "run_suite.py"), "--config", str(config), "--out",
+                              str(shared), "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(shared.rglob("checkpoint.pt")) and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.02)
+    assert first.poll() is None, "the first suite ended before the second could start: make it longer"
+    assert suite(config, shared) == 2
+    assert "is in use by another suite" in capsys.readouterr().err
+    assert first.wait(timeout=300) == 0
+    (result,) = iter_results(shared)
+    assert result["status"] == "ok" and len(result["accuracy_matrix"]) == 3
+
+
+def test_keep_checkpoints_keeps_them(write_suite, tmp_path):
+    out = tmp_path / "out"
+    assert suite(write_suite(strategies={"linear": {"epochs": 1}}), out, "--keep-checkpoints") == 0
+    (checkpoint,) = out.rglob("checkpoint.pt")
+    payload = torch.load(checkpoint, weights_only=True)
+    assert len(payload["progress"]["matrix"]) == 5 and payload["run_id"] == only_result(out)["run_id"]
