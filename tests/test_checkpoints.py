@@ -55,15 +55,21 @@ def test_resumed_run_equals_an_uninterrupted_one(write_suite, tmp_path):
     assert not list(interrupted.rglob("checkpoint.pt"))  # removed once the run finished
 
 
+def start_suite_until_first_checkpoint(config: Path, out: Path) -> subprocess.Popen:
+    """Start the suite in a subprocess and return once its first task is checkpointed (or it ended)."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "run_suite.py"), "--config", str(config), "--out",
+                                str(out), "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(out.rglob("checkpoint.pt")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    return process
+
+
 def test_sigkill_in_the_middle_of_a_task_loses_only_that_task(write_suite, tmp_path):
     config = write_suite(strategies={"full_ft": {"epochs": 4}},
                          streams={"mini-domain-digits": {"domains": ["clean", "inverted", "rotated"]}})
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, str(ROOT / "run_suite.py"), "--config", str(config), "--out",
-                                str(killed), "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not list(killed.rglob("checkpoint.pt")) and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.02)
+    process = start_suite_until_first_checkpoint(config, killed)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert list(killed.rglob("checkpoint.pt")), "the run never reached its first checkpoint"
@@ -87,11 +93,7 @@ def test_two_suites_on_one_folder_do_not_mix(write_suite, tmp_path, capsys):
     config = write_suite(strategies={"full_ft": {"epochs": 4}},
                          streams={"mini-domain-digits": {"domains": ["clean", "inverted", "rotated"]}})
     shared = tmp_path / "shared"
-    first = subprocess.Popen([sys.executable, str(ROOT / "run_suite.py"), "--config", str(config), "--out",
-                              str(shared), "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not list(shared.rglob("checkpoint.pt")) and time.monotonic() < deadline and first.poll() is None:
-        time.sleep(0.02)
+    first = start_suite_until_first_checkpoint(config, shared)
     assert first.poll() is None, "the first suite ended before the second could start: make it longer"
     assert suite(config, shared) == 2
     assert "is in use by another suite" in capsys.readouterr().err
