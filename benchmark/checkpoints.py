@@ -1,8 +1,10 @@
 """Per-task checkpoints: a killed or crashed run resumes from its last finished task and ends with exactly the numbers
 an uninterrupted run gets (same seed, CPU).
 
-After each task the runner stores the strategy's state (every parameter and buffer), the rows of the accuracy
-matrix and retention so far, the timings, and every random number generator's state. Files are written atomically
+After each task the runner stores the strategy's parameters and buffers that differ from the pre-trained backbone
+(heads, adapters, fine-tuned weights; a frozen backbone is not copied), the rows of the accuracy matrix and
+retention so far, the timings, and every random number generator's state. Optimisers live within a task in the
+shared loop, so there is no optimiser state between tasks to store. Files are written atomically
 and read with `torch.load(weights_only=True)`: a checkpoint from someone else cannot execute code.
 """
 
@@ -56,17 +58,30 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, run_id: str, strategy: nn.Module, progress: Progress) -> None:
-    payload = {"run_id": run_id, "state": strategy.state_dict(), "progress": asdict(progress), "rng": _rng_state()}
+def _changed(state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The entries of `state` that differ from the pre-trained `reference`: a frozen ViT-B backbone is not copied
+    into every checkpoint, since the resumed run rebuilds it from the same pre-trained weights."""
+    return {name: value for name, value in state.items()
+            if name not in reference or reference[name].shape != value.shape
+            or not torch.equal(reference[name], value.detach().to(reference[name].device))}
+
+
+def save_checkpoint(path: Path, run_id: str, strategy: nn.Module, progress: Progress,
+                    reference: dict[str, torch.Tensor]) -> None:
+    """Store what the strategy changed or added (relative to `reference`, the pre-trained tensors under the
+    strategy's names), the progress and the random generators."""
+    payload = {"run_id": run_id, "state": _changed(strategy.state_dict(), reference), "progress": asdict(progress),
+               "rng": _rng_state()}
     partial = path.with_name(path.name + ".partial")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(payload, partial)
     partial.replace(path)
 
 
-def load_resizing(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+def load_resizing(module: nn.Module, state: dict[str, torch.Tensor], unchanged: frozenset[str] = frozenset()) -> None:
     """`load_state_dict`, first giving every tensor that grew during training (heads, per-task state) its stored
-    shape, since a freshly built strategy starts small."""
+    shape, since a freshly built strategy starts small. Entries absent from `state` must be in `unchanged` (still
+    the pre-trained values the fresh strategy was built with)."""
     for name, stored in state.items():
         try:
             target = module.get_parameter(name)
@@ -74,10 +89,12 @@ def load_resizing(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
             target = module.get_buffer(name)
         if target.shape != stored.shape:
             target.data = torch.empty(stored.shape, dtype=target.dtype, device=target.device)
-    module.load_state_dict(state)
+    missing = module.load_state_dict(state, strict=False).missing_keys
+    if set(missing) - unchanged:
+        raise RuntimeError(f"checkpoint lacks {sorted(set(missing) - unchanged)[:3]}")
 
 
-def resume(path: Path, run_id: str, strategy: nn.Module) -> Optional[Progress]:
+def resume(path: Path, run_id: str, strategy: nn.Module, reference: dict[str, torch.Tensor]) -> Optional[Progress]:
     """Restore `strategy` and the random generators from `path` and return the progress, or None if there is no
     checkpoint of this run."""
     if not path.is_file():
@@ -85,6 +102,6 @@ def resume(path: Path, run_id: str, strategy: nn.Module) -> Optional[Progress]:
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if payload.get("run_id") != run_id:
         return None
-    load_resizing(strategy, payload["state"])
+    load_resizing(strategy, payload["state"], frozenset(reference))
     _set_rng_state(payload["rng"])
     return Progress(**payload["progress"])

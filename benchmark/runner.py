@@ -55,7 +55,8 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
 
     seed_everything(spec.seed)
     strategy = build_strategy(spec.strategy, spec.strategy_params, copy.deepcopy(backbone.model), runtime)
-    progress = resume(checkpoint, spec.run_id, strategy) if checkpoint else None
+    reference = {f"backbone.{name}": value for name, value in backbone.model.state_dict().items()}
+    progress = resume(checkpoint, spec.run_id, strategy, reference) if checkpoint else None
     if progress is None:
         strategy.eval()
         progress = Progress(retained=[retained_score(strategy)])
@@ -73,7 +74,7 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
         progress.retained.append(retained_score(strategy))
         progress.eval_s.append(_clock(runtime) - start)
         if checkpoint:
-            save_checkpoint(checkpoint, spec.run_id, strategy, progress)
+            save_checkpoint(checkpoint, spec.run_id, strategy, progress, reference)
 
     matrix, retained = progress.matrix, progress.retained
     test_sizes = [len(labels) for _, labels in tests]

@@ -108,3 +108,4 @@ def test_keep_checkpoints_keeps_them(write_suite, tmp_path):
     (checkpoint,) = out.rglob("checkpoint.pt")
     payload = torch.load(checkpoint, weights_only=True)
     assert len(payload["progress"]["matrix"]) == 5 and payload["run_id"] == only_result(out)["run_id"]
+    assert sorted(payload["state"]) == ["head.bias", "head.weight"]  # the frozen backbone is not copied
