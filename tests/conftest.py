@@ -14,7 +14,7 @@ import yaml
 
 warnings.filterwarnings("ignore", message="no QP solver found")  # Avalanche imports qpsolvers; see run_suite.py
 
-import strategies  # noqa: E402,F401  (registers the built-in strategies)
+from strategies import STRATEGIES  # noqa: E402  (importing it registers the built-in strategies)
 from benchmark import pretrain  # noqa: E402
 
 N_TRAIN, N_TEST = 400, 200
@@ -22,8 +22,6 @@ N_TRAIN, N_TEST = 400, 200
 
 def builtin_strategies() -> list[str]:
     """Registered strategies shipped in strategies/ (tests register a few of their own)."""
-    from strategies import STRATEGIES
-
     return sorted(n for n in STRATEGIES.names() if STRATEGIES.get(n).__module__.startswith("strategies."))
 
 

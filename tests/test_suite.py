@@ -1,6 +1,5 @@
 """The suite end to end through its command line, on the tiny backbone and the real digits streams."""
 
-import json
 import re
 import subprocess
 import sys
