@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -122,7 +123,9 @@ def _git_commit() -> str:
         return "unknown"
 
 
+@functools.lru_cache(maxsize=1)
 def versions() -> dict[str, str]:
+    """Library versions and the git commit; computed once per process (each run's result records them)."""
     import avalanche
     import timm
     import torch

@@ -1,5 +1,5 @@
 """Every kind of bad configuration stops the suite before any training: exit code 2, one line naming the key and
-what is allowed, nothing written. (A missing data set: tests/test_suite.py::test_bad_values_exit_2_before_training.)"""
+what is allowed, nothing written. (A missing data set: tests/test_suite.py::test_missing_data_exits_2_before_training.)"""
 
 import pytest
 import yaml
@@ -25,7 +25,8 @@ CASES = [
     ("unknown top-level key", "seedz", [1], "unknown key 'seedz'"),
     ("unknown hyper-parameter", "strategies.linear.lrr", 0.1, "strategies.linear: unknown key 'lrr'"),
     ("wrong type", "strategies.linear.epochs", "three", "strategies.linear.epochs: must be an integer"),
-    ("negative lr", "strategies.linear.lr", -1, "strategies.linear.lr: must be > 0"),
+    ("negative lr", "strategies.linear.lr", -1, "strategies.linear.lr: must be > 0, got -1.0"),
+    ("zero epochs", "strategies.linear.epochs", 0, "strategies.linear.epochs: must be >= 1, got 0"),
     ("zero batch", "strategies.linear.batch_size", 0, "strategies.linear.batch_size: must be >= 1"),
     ("unknown choice", "strategies.linear.optimizer", "lion", "strategies.linear.optimizer: must be one of sgd, adamw"),
     ("unknown strategy", "strategies.ewc", {}, "unknown strategy 'ewc'; valid:"),
