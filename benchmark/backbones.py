@@ -36,7 +36,8 @@ VIT_MINI_IMAGE = dict(input_size=(1, 28, 28), mean=(0.2860,), std=(0.3530,), int
 
 @dataclass(frozen=True)
 class PretrainEvalSet:
-    """Images and labels from the pre-training domain, in the backbone's input format."""
+    """Images and labels from the pre-training domain (a seeded subset of one split), in the backbone's input
+    format: the test split is scored, the train split is the k-NN memory bank."""
 
     name: str
     images: torch.Tensor
@@ -51,7 +52,7 @@ class Backbone:
     name: str
     model: nn.Module
     image_spec: ImageSpec
-    pretrain_eval: Callable[[int, int], PretrainEvalSet] = field(repr=False)  # (size, seed) -> eval set
+    pretrain_data: Callable[[str, int, int], PretrainEvalSet] = field(repr=False)  # (split, size, seed) -> subset
 
 
 BACKBONES = BuilderRegistry("backbone", "backbones")  # name -> (params dataclass, builder(params) -> Backbone)
@@ -109,11 +110,12 @@ def read_card(checkpoint: str | Path = VIT_MINI_CHECKPOINT) -> dict[str, Any]:
     return json.loads(card_path(checkpoint).read_text())
 
 
-def fashion_mnist_eval(params: VitMiniParams, spec: ImageSpec) -> Callable[[int, int], PretrainEvalSet]:
-    def load(size: int, seed: int) -> PretrainEvalSet:
-        images, labels = load_fashion_mnist(False, params.data_path, Path(params.debian_dir), params.download)
+def fashion_mnist_data(params: VitMiniParams, spec: ImageSpec) -> Callable[[str, int, int], PretrainEvalSet]:
+    def load(split: str, size: int, seed: int) -> PretrainEvalSet:
+        images, labels = load_fashion_mnist(split == "train", params.data_path, Path(params.debian_dir),
+                                            params.download)
         subset = seeded_subset(labels, size, seed)
-        return PretrainEvalSet("fashion-mnist-test", to_backbone_input(images[subset], spec), labels[subset],
+        return PretrainEvalSet(f"fashion-mnist-{split}", to_backbone_input(images[subset], spec), labels[subset],
                                CLASS_NAMES)
 
     return load
@@ -130,5 +132,5 @@ def vit_mini(params: VitMiniParams) -> Backbone:
         raise ConfigError(f"backbones.vit-mini.checkpoint: cannot load {params.checkpoint_path!r} ({first_line}); "
                           "regenerate it with `python -m benchmark.pretrain`") from None
     spec = ImageSpec.from_timm(resolve_data_config(model=model))
-    return Backbone("vit-mini", model.eval(), spec, fashion_mnist_eval(params, spec))
+    return Backbone("vit-mini", model.eval(), spec, fashion_mnist_data(params, spec))
 

@@ -26,7 +26,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 class Progress:
     """What a run has measured so far."""
 
-    retained: list[float] = field(default_factory=list)  # before training, then after each task
+    retained: dict[str, list[float]] = field(default_factory=dict)  # per protocol: before training, after each task
     matrix: list[list[float]] = field(default_factory=list)  # one row per finished task
     train_s: list[float] = field(default_factory=list)
     eval_s: list[float] = field(default_factory=list)

@@ -11,7 +11,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, Mapping, Optional, TypeVar, Union
+from typing import Any, Callable, Mapping, Optional, TypeVar, Union
 
 import yaml
 
@@ -78,6 +78,16 @@ def make_config(cls: type[C], raw: Mapping[str, Any] | None, where: str) -> C:
         raise ConfigError(f"{where}.{error}") from None
 
 
+def apply_preset(config: Any, presets: Mapping[str, Mapping[str, Any]]) -> None:
+    """Fill the fields of a frozen dataclass `config` that are None with the values of its named preset,
+    `presets[config.preset]`; fields the user set win. Call it first in `__post_init__`. A resolved config validates
+    to itself, so a run's recorded hyper-parameters rebuild the same configuration."""
+    require(config.preset in presets, "preset", f"one of {', '.join(presets)}", config.preset)
+    for key, value in presets[config.preset].items():
+        if getattr(config, key) is None:
+            object.__setattr__(config, key, value)
+
+
 def config_dict(config: Any) -> dict[str, Any]:
     """A dataclass config as a plain JSON-able dict (tuples become lists)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
@@ -93,14 +103,30 @@ class Component:
 
 @dataclasses.dataclass(frozen=True)
 class RetentionConfig:
-    """How retention of the pre-training domain is measured."""
+    """How retention of the pre-training domain is measured: by which protocols, on how many images."""
 
-    protocol: str = "head"  # name in benchmark.retention.PROTOCOLS
+    protocols: tuple[Component, ...] = (Component("head", {}),)  # names in benchmark.retention.PROTOCOLS + params
     eval_size: int = 2000  # images in the seeded subset of the pre-training domain's test set
     subset_seed: int = 0  # the subset is the same for every run, whatever the run's seed
 
     def __post_init__(self) -> None:
         require(self.eval_size >= 1, "eval_size", ">= 1", self.eval_size)
+
+
+def parse_retention(raw: Any) -> RetentionConfig:
+    """`retention:` of a suite; `protocols` is a list of names or a mapping name -> hyper-parameters."""
+    if raw is not None and not isinstance(raw, Mapping):
+        raise ConfigError(f"retention: must be a mapping of hyper-parameters, got {raw!r}")
+    raw = dict(raw or {})
+    protocols = _components(raw.pop("protocols", ["head"]), "retention.protocols")
+    return dataclasses.replace(make_config(RetentionConfig, raw, "retention"), protocols=protocols)
+
+
+def retention_dict(retention: RetentionConfig, protocol_params: Callable[[str, Mapping[str, Any]], Any]
+                   ) -> dict[str, Any]:
+    """The JSON form a run records, each protocol's hyper-parameters validated and completed by `protocol_params`."""
+    return {"protocols": {p.name: config_dict(protocol_params(p.name, p.params)) for p in retention.protocols},
+            "eval_size": retention.eval_size, "subset_seed": retention.subset_seed}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +199,7 @@ def parse_suite(raw: Any, name: str) -> SuiteConfig:
         streams=_components(raw.get("streams"), "streams"),
         strategies=_components(raw.get("strategies"), "strategies"),
         seeds=seeds,
-        retention=make_config(RetentionConfig, raw.get("retention"), "retention"),
+        retention=parse_retention(raw.get("retention")),
         device=device,
         precision=precision,
         executor=make_config(ExecutorConfig, raw.get("executor"), "executor"),

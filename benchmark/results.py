@@ -26,7 +26,7 @@ STATUS_FAILED = "failed"  # raised an exception: run again on the next invocatio
 STATUS_DIVERGED = "diverged"  # the loss became NaN/inf: an outcome, kept like a finished run
 FINAL_STATUSES = (STATUS_OK, STATUS_DIVERGED)
 LOCK_FILE = ".lock"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: retention by several protocols (`retention_protocols`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,10 +108,11 @@ def results_lock(out_dir: Path) -> Iterator[None]:
 
 
 def iter_results(out_dir: Path) -> Iterator[dict[str, Any]]:
-    """Every readable result under `out_dir/runs`, in run-id order."""
+    """Every readable result of this schema version under `out_dir/runs`, in run-id order (results written by an
+    older version of the suite are left out: their fields differ)."""
     for path in sorted((out_dir / "runs").glob(f"*/{RESULT_FILE}")):
         result = load_result(path)
-        if result is not None:
+        if result is not None and result.get("schema_version") == SCHEMA_VERSION:
             yield result
 
 

@@ -1,32 +1,119 @@
-"""How much of the pre-trained model survives: accuracy on the pre-training domain, by a named protocol.
+"""How much of the pre-trained model survives: accuracy on the pre-training domain, by named protocols.
 
-`head`: the backbone's original classifier on the strategy's current pre-logit features. A strategy that leaves the
-features untouched keeps exactly the backbone's accuracy; one that changes them is scored by how well the old
-head still reads them. Other protocols (k-NN, CLIP zero-shot) register here.
+- `head`: the backbone's original classifier on the strategy's current pre-logit features. A strategy that leaves
+  the features untouched keeps exactly the backbone's accuracy; one that changes them is scored by how well the old
+  head still reads them.
+- `knn`: DINO's weighted k-nearest-neighbour classifier (Caron et al., 2021, `eval_knn.py`), as the forgetting
+  study measures ImageNet retention of a fine-tuned DINO ViT: L2-normalised features of the adapted backbone for a
+  memory bank of pre-training-domain training images and for the eval images; each eval image takes its k most
+  cosine-similar bank images, whose labels vote with weight exp(similarity / temperature). No original head needed.
+
+A protocol is a builder `(params, backbone, eval_set, runtime) -> score(strategy, eval_features)` registered with
+its hyper-parameter dataclass, as streams and backbones are; a suite may select several, and they share one pass of
+the strategy over the eval images.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from benchmark.backbones import Backbone, PretrainEvalSet
-from benchmark.evaluation import accuracy
-from benchmark.registry import Registry
+from benchmark.config import require
+from benchmark.evaluation import embed, predicted_labels
+from benchmark.registry import BuilderRegistry
 from benchmark.runtime import Runtime
 from strategies.base import Strategy
 
-Scorer = Callable[[Strategy], float]  # strategy -> retained pre-training accuracy (%)
-PROTOCOLS: Registry[Callable[[Backbone, PretrainEvalSet, Runtime], Scorer]] = Registry("retention protocol")
+Scorer = Callable[[Strategy, torch.Tensor], float]  # (strategy, its eval-set features) -> retained accuracy (%)
+PROTOCOLS = BuilderRegistry("retention protocol", "retention.protocols")
+register_protocol = PROTOCOLS.register_builder
 
 
-@PROTOCOLS.register("head")
-def head_protocol(backbone: Backbone, eval_set: PretrainEvalSet, runtime: Runtime) -> Scorer:
+@dataclass(frozen=True)
+class HeadParams:
+    """No hyper-parameters: the backbone's own classifier decides."""
+
+
+@register_protocol("head", HeadParams)
+def head_protocol(params: HeadParams, backbone: Backbone, eval_set: PretrainEvalSet, runtime: Runtime) -> Scorer:
     head: nn.Module = copy.deepcopy(backbone.model.get_classifier()).to(runtime.device).eval()
 
-    def score(strategy: Strategy) -> float:
-        return accuracy(lambda x: head(strategy.features(x)), eval_set.images, eval_set.labels, runtime)
+    def score(strategy: Strategy, features: torch.Tensor) -> float:
+        with torch.no_grad(), runtime.autocast():
+            predicted = predicted_labels(head(features)).cpu()
+        return percent_correct(predicted, eval_set.labels)
 
     return score
+
+
+@dataclass(frozen=True)
+class KnnParams:
+    k: int = 20  # neighbours that vote (DINO and the study report k = 20)
+    temperature: float = 0.07  # votes weigh exp(cosine similarity / temperature)
+    bank_size: int = 5000  # pre-training-domain training images in the memory bank (a seeded per-class subset)
+
+    def __post_init__(self) -> None:
+        require(self.k >= 1, "k", ">= 1", self.k)
+        require(self.temperature > 0, "temperature", "> 0", self.temperature)
+        require(self.bank_size >= self.k, "bank_size", f">= k ({self.k})", self.bank_size)
+
+
+def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, k: int, temperature: float,
+                num_classes: int) -> torch.Tensor:
+    """Class predicted for each query by DINO's weighted k-NN vote; features are L2-normalised here."""
+    bank, queries = F.normalize(bank, dim=1), F.normalize(queries, dim=1)
+    similarity, neighbours = (queries @ bank.T).topk(k, dim=1)
+    votes = torch.zeros(len(queries), num_classes, dtype=similarity.dtype, device=queries.device)
+    votes.scatter_add_(1, bank_labels[neighbours], (similarity / temperature).exp())
+    return votes.argmax(1)
+
+
+@register_protocol("knn", KnnParams)
+def knn_protocol(params: KnnParams, backbone: Backbone, eval_set: PretrainEvalSet, runtime: Runtime) -> Scorer:
+    bank_set = backbone.pretrain_data("train", params.bank_size, 0)
+    num_classes = len(eval_set.class_names)
+
+    def score(strategy: Strategy, features: torch.Tensor) -> float:
+        bank = embed(strategy.features, bank_set.images, runtime)
+        predicted = knn_predict(bank, bank_set.labels.to(bank.device), features, params.k, params.temperature,
+                                num_classes)
+        return percent_correct(predicted.cpu(), eval_set.labels)
+
+    return score
+
+
+def percent_correct(predicted: torch.Tensor, labels: torch.Tensor) -> float:
+    return 100.0 * float((predicted == labels).float().mean())
+
+
+def protocol_params(name: str, raw: Mapping[str, Any]) -> Any:
+    """Validate a protocol's hyper-parameters without building it."""
+    return PROTOCOLS.params(name, raw)
+
+
+@dataclass
+class Retention:
+    """A run's retention measurement: the eval set and the selected protocols' scorers."""
+
+    eval_set: PretrainEvalSet
+    scorers: dict[str, Scorer]
+    runtime: Runtime = field(repr=False)
+
+    def __call__(self, strategy: Strategy) -> dict[str, float]:
+        """Retained accuracy (%) of the strategy's current network by each protocol, in the configured order."""
+        features = embed(strategy.features, self.eval_set.images, self.runtime)
+        return {name: score(strategy, features) for name, score in self.scorers.items()}
+
+
+def build_retention(retention: Mapping[str, Any], backbone: Backbone, runtime: Runtime) -> Retention:
+    """The measurement a run's retention settings (`RunSpec.retention`) ask for; loads its data."""
+    eval_set = backbone.pretrain_data("test", retention["eval_size"], retention["subset_seed"])
+    scorers = {name: PROTOCOLS.builder(name)(protocol_params(name, params), backbone, eval_set, runtime)
+               for name, params in retention["protocols"].items()}
+    return Retention(eval_set, scorers, runtime)

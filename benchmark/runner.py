@@ -20,10 +20,10 @@ from benchmark import costs
 from benchmark.backbones import Backbone, build_backbone
 from benchmark.checkpoints import Progress, resume, save_checkpoint
 from benchmark.errors import RunDiverged
-from benchmark.evaluation import accuracy, as_tensors
+from benchmark.evaluation import TestSets
 from benchmark.metrics import summarize
 from benchmark.results import STATUS_OK, SCHEMA_VERSION, RunSpec
-from benchmark.retention import PROTOCOLS
+from benchmark.retention import build_retention
 from benchmark.runtime import Runtime
 from benchmark.streams import Stream, build_stream
 from strategies.base import build_strategy
@@ -49,9 +49,8 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
     costs.reset_peak_memory(runtime.device)
     backbone = backbone or build_backbone(spec.backbone, **spec.backbone_params)
     stream = build_stream(spec.stream, spec.seed, image_spec=backbone.image_spec, **spec.stream_params)
-    eval_set = backbone.pretrain_eval(spec.retention["eval_size"], spec.retention["subset_seed"])
-    retained_score = PROTOCOLS.get(spec.retention["protocol"])(backbone, eval_set, runtime)
-    tests = [as_tensors(task.test) for task in stream.tasks]
+    retention = build_retention(spec.retention, backbone, runtime)
+    tests = TestSets.of([task.test for task in stream.tasks])
 
     seed_everything(spec.seed)
     strategy = build_strategy(spec.strategy, spec.strategy_params, copy.deepcopy(backbone.model), runtime)
@@ -59,7 +58,7 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
     progress = resume(checkpoint, spec.run_id, strategy, reference) if checkpoint else None
     if progress is None:
         strategy.eval()
-        progress = Progress(retained=[retained_score(strategy)])
+        progress = Progress(retained={name: [value] for name, value in retention(strategy).items()})
     remaining = stream.tasks[progress.tasks_done:]
     for task in runtime.bar(remaining, desc=f"{spec.strategy} on {spec.stream}", total=len(remaining)):
         start = _clock(runtime)
@@ -70,15 +69,16 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
         progress.train_s.append(_clock(runtime) - start)
         start = _clock(runtime)
         strategy.eval()
-        progress.matrix.append([accuracy(strategy.predict, images, labels, runtime) for images, labels in tests])
-        progress.retained.append(retained_score(strategy))
+        progress.matrix.append(tests.accuracies(strategy.predict, runtime))
+        for name, value in retention(strategy).items():
+            progress.retained[name].append(value)
         progress.eval_s.append(_clock(runtime) - start)
         if checkpoint:
             save_checkpoint(checkpoint, spec.run_id, strategy, progress, reference)
 
     matrix, retained = progress.matrix, progress.retained
-    test_sizes = [len(labels) for _, labels in tests]
-    cost = {**costs.parameter_counts(strategy), "flops_per_image": costs.flops_per_image(strategy, tests[0][0][0]),
+    test_sizes = list(tests.sizes)
+    cost = {**costs.parameter_counts(strategy), "flops_per_image": costs.flops_per_image(strategy, tests.images[0]),
             "train_s": progress.train_s, "eval_s": progress.eval_s, "wall_time_s": _clock(runtime) - started,
             **costs.peak_memory_mb(runtime.device)}
     return {
@@ -87,8 +87,8 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
         "accuracy_matrix": matrix,
         "metrics": summarize(matrix, test_sizes, retained),
         "cost": cost,
-        "retention_protocol": spec.retention["protocol"],
-        "retention_eval": {"dataset": eval_set.name, "size": len(eval_set.labels)},
+        "retention_protocols": list(retention.scorers),
+        "retention_eval": {"dataset": retention.eval_set.name, "size": len(retention.eval_set.labels)},
     }
 
 

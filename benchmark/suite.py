@@ -8,23 +8,24 @@ the suite goes on.
 
 from __future__ import annotations
 
+import copy
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from benchmark.backbones import Backbone, backbone_params, build_backbone
-from benchmark.config import SuiteConfig, config_dict
+from benchmark.config import SuiteConfig, config_dict, retention_dict
 from benchmark.checkpoints import CHECKPOINT_FILE
 from benchmark.errors import RunDiverged
 from benchmark.executors import EXECUTORS
 from benchmark.results import (FINAL_STATUSES, SCHEMA_VERSION, STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, RunSpec,
                                is_finished, result_path, results_lock, versions, write_json_atomic)
-from benchmark.retention import PROTOCOLS
+from benchmark.retention import build_retention, protocol_params
 from benchmark.runner import run
 from benchmark.runtime import Runtime
 from benchmark.streams import build_stream, stream_params
-from strategies.base import strategy_config
+from strategies.base import build_strategy, strategy_config
 
 
 @dataclass
@@ -37,13 +38,13 @@ class SuiteOutcome:
 
 def plan_runs(config: SuiteConfig, runtime: Runtime) -> list[RunSpec]:
     """Validate every component's hyper-parameters and expand the grid into run specs."""
-    PROTOCOLS.get(config.retention.protocol)
+    retention = retention_dict(config.retention, protocol_params)
     backbones = [(b.name, config_dict(backbone_params(b.name, b.params))) for b in config.backbones]
     streams = [(s.name, config_dict(stream_params(s.name, s.params))) for s in config.streams]
     strategies = [(s.name, config_dict(strategy_config(s.name, s.params))) for s in config.strategies]
     precision = "bf16" if runtime.amp_dtype is not None else "fp32"
     return [
-        RunSpec(stream, s_params, strategy, st_params, backbone, b_params, seed, config_dict(config.retention),
+        RunSpec(stream, s_params, strategy, st_params, backbone, b_params, seed, retention,
                 runtime.device.type, precision)
         for backbone, b_params in backbones
         for stream, s_params in streams
@@ -52,13 +53,21 @@ def plan_runs(config: SuiteConfig, runtime: Runtime) -> list[RunSpec]:
     ]
 
 
-def preflight(specs: list[RunSpec]) -> dict[str, Backbone]:
-    """Load every backbone and eval set and build every stream once, so missing data fails before training."""
+def preflight(specs: list[RunSpec], runtime: Runtime) -> dict[str, Backbone]:
+    """Load every backbone, its retention data and every stream once, and build every strategy on its backbone, so
+    missing data or a strategy that does not fit its backbone fails before training."""
     backbones: dict[str, Backbone] = {}
     for spec in specs:
         if spec.backbone not in backbones:
             backbones[spec.backbone] = build_backbone(spec.backbone, **spec.backbone_params)
-            backbones[spec.backbone].pretrain_eval(spec.retention["eval_size"], spec.retention["subset_seed"])
+            build_retention(spec.retention, backbones[spec.backbone], runtime)
+    built = set()
+    for spec in specs:
+        key = (spec.strategy, repr(sorted(spec.strategy_params.items())), spec.backbone)
+        if key not in built:
+            build_strategy(spec.strategy, spec.strategy_params, copy.deepcopy(backbones[spec.backbone].model),
+                           runtime)
+            built.add(key)
     checked = set()
     for spec in specs:
         key = (spec.stream, repr(sorted(spec.stream_params.items())), spec.backbone)
@@ -118,7 +127,7 @@ def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpo
     and are removed once its result is written unless `keep_checkpoints`."""
     specs = plan_runs(config, runtime)
     executor = EXECUTORS.get(config.executor.name)
-    backbones = preflight(specs)
+    backbones = preflight(specs, runtime)
     outcome = SuiteOutcome()
     with results_lock(out_dir):
         todo = []

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark.results import STATUS_OK
+from reports.leaderboard import retention_columns
 from reports.plots import Group
 
 STYLE = """
@@ -31,7 +32,8 @@ pre { font-size: 0.75em; background: #f7f7f7; padding: 0.5em; overflow-x: auto; 
 CAPTIONS = {
     "accuracy_matrix": "Accuracy matrix R[i][j]: accuracy on task j after training through task i (mean over seeds).",
     "seen_accuracy": "Mean accuracy over the tasks seen so far, after each task (band: ±1 std over seeds).",
-    "retention": "Retained accuracy on the pre-training domain after each task (0 = the pre-trained model).",
+    "retention": "Retained accuracy on the pre-training domain after each task (0 = the pre-trained model), per "
+                 "retention protocol.",
     "stability_plasticity": "Final avg_acc against retained pre-training accuracy; dashed: the Pareto front.",
     "accuracy_vs_params": "Final avg_acc against trainable parameters (log scale).",
     "gate_masks": "Per-task gate masks of selective LoRA (black = active block).",
@@ -43,9 +45,10 @@ def _e(value: Any) -> str:
 
 
 def _leaderboard_table(table: pd.DataFrame) -> str:
+    retention = [f"{metric}_mean" for metric in retention_columns(table)]
     shown = table[["stream", "strategy", "backbone", "avg_acc_mean", "avg_acc_std", "avg_inc_acc_mean", "bwt_mean",
-                   "forgetting_mean", "retained_pretrain_last_mean", "pretrain_drop_mean", "params_trainable",
-                   "params_added", "flops_per_image", "wall_time_s", "n_seeds"]]
+                   "forgetting_mean", *retention, "params_trainable", "params_added", "flops_per_image", "wall_time_s",
+                   "n_seeds"]]
     return shown.to_html(index=False, na_rep="–", float_format=lambda v: f"{v:.2f}", border=0)
 
 

@@ -11,14 +11,13 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from benchmark.metrics import pretrain_drop, retention_curves
 from benchmark.results import STATUS_OK, RunSpec
 
 KEYS = ["stream", "strategy", "backbone", "config_id"]
-SEED_METRICS = ["avg_acc", "avg_inc_acc", "acc_pooled_last", "bwt", "forgetting", "retained_pretrain_last",
-                "pretrain_drop"]
+SEED_METRICS = ["avg_acc", "avg_inc_acc", "acc_pooled_last", "bwt", "forgetting"]
 COUNTS = ["params_trainable", "params_added", "flops_per_image"]  # the same for every seed of a configuration
 COSTS = COUNTS + ["wall_time_s"]
-COLUMNS = KEYS + [f"{m}_{s}" for m in SEED_METRICS for s in ("mean", "std")] + COSTS + ["n_seeds"]
 LEADERBOARD_FILE = "leaderboard.csv"
 MARKDOWN_FILE = "leaderboard.md"
 
@@ -28,33 +27,53 @@ def config_id(result: dict[str, Any]) -> str:
     return RunSpec(**result["config"]).config_hash(with_seed=False)
 
 
+def retention_metrics(protocol: str) -> list[str]:
+    """The leaderboard's columns for one retention protocol: accuracy kept after the last task, and the drop."""
+    return [f"retained_last_{protocol}", f"pretrain_drop_{protocol}"]
+
+
 def run_row(result: dict[str, Any]) -> dict[str, Any]:
-    """One finished run as a flat row of the leaderboard's inputs."""
+    """One finished run as a flat row of the leaderboard's inputs (retention: two columns per protocol)."""
     metrics, cost = result["metrics"], result["cost"]
-    retained = metrics["retained_pretrain_acc"]
+    retention = {}
+    for protocol, curve in retention_curves(result).items():
+        last, drop = retention_metrics(protocol)
+        retention[last] = curve[-1] if curve else None
+        retention[drop] = pretrain_drop(curve)
     return {
         "stream": result["stream"], "strategy": result["strategy"], "backbone": result["backbone"],
         "config_id": config_id(result), "seed": result["seed"],
-        **{name: metrics.get(name) for name in SEED_METRICS},
-        "retained_pretrain_last": retained[-1] if retained else None,
+        **{name: metrics.get(name) for name in SEED_METRICS}, **retention,
         **{name: cost[name] for name in COSTS},
     }
 
 
+def retention_columns(table: pd.DataFrame) -> list[str]:
+    """The retention metrics (per protocol) present in a leaderboard, without their _mean / _std suffix."""
+    return [c[: -len("_mean")] for c in table.columns
+            if c.startswith(("retained_last_", "pretrain_drop_")) and c.endswith("_mean")]
+
+
+def columns(metrics: list[str]) -> list[str]:
+    return KEYS + [f"{m}_{s}" for m in metrics for s in ("mean", "std")] + COSTS + ["n_seeds"]
+
+
 def build_leaderboard(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Mean and std (over seeds) of each metric; std is empty with one seed. Sorted by stream, then avg_acc."""
+    """Mean and std (over seeds) of each metric; std is empty with one seed. Sorted by stream, then avg_acc.
+    Retention columns come per protocol, in the order the results first name them."""
     rows = [run_row(r) for r in results if r.get("status") == STATUS_OK]
     if not rows:
-        return pd.DataFrame(columns=COLUMNS)
+        return pd.DataFrame(columns=columns(SEED_METRICS))
     frame = pd.DataFrame(rows)
-    frame[SEED_METRICS] = frame[SEED_METRICS].astype(float)
+    metrics = SEED_METRICS + [c for c in frame.columns if c.startswith(("retained_last_", "pretrain_drop_"))]
+    frame[metrics] = frame[metrics].astype(float)
     grouped = frame.groupby(KEYS, sort=False)
-    table = grouped[SEED_METRICS].agg(["mean", "std"])
+    table = grouped[metrics].agg(["mean", "std"])
     table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
     table = table.join(grouped[COSTS].mean()).join(grouped["seed"].nunique().rename("n_seeds")).reset_index()
     table[COUNTS] = table[COUNTS].round().astype("int64")
     table = table.sort_values(["stream", "avg_acc_mean", "strategy"], ascending=[True, False, True])
-    return table[COLUMNS].reset_index(drop=True)
+    return table[columns(metrics)].reset_index(drop=True)
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -65,7 +84,7 @@ def markdown(table: pd.DataFrame) -> str:
             return "–"
         return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
 
-    shown = ["avg_acc", "avg_inc_acc", "bwt", "forgetting", "retained_pretrain_last", "pretrain_drop"]
+    shown = ["avg_acc", "avg_inc_acc", "bwt", "forgetting", *retention_columns(table)]
     rows = [{"stream": r["stream"], "strategy": r["strategy"], "backbone": r["backbone"],
              **{m: cell(r, m) for m in shown}, "trainable params": f"{r['params_trainable']:,}",
              "GFLOPs/image": f"{r['flops_per_image'] / 1e9:.3f}", "seeds": r["n_seeds"]}

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from benchmark.metrics import seen_tasks_curve  # noqa: E402
+from benchmark.metrics import retention_curves, seen_tasks_curve  # noqa: E402
 from benchmark.results import STATUS_OK  # noqa: E402
 from reports.leaderboard import config_id  # noqa: E402
 
@@ -36,9 +36,14 @@ class Series:
     def stacked(self, get: Callable[[dict[str, Any]], Any]) -> np.ndarray:
         return np.array([get(run) for run in self.runs], dtype=float)
 
-    @property
-    def has_retention(self) -> bool:
-        return all(run["metrics"]["retained_pretrain_acc"] for run in self.runs)
+    def has_retention(self, protocol: str) -> bool:
+        return all(retention_curves(run).get(protocol) for run in self.runs)
+
+
+def retention_protocols(series: list[Series]) -> list[str]:
+    """Retention protocols with numbers for at least one series, in the order the runs name them."""
+    names = dict.fromkeys(name for item in series for run in item.runs for name in retention_curves(run))
+    return [name for name in names if any(item.has_retention(name) for item in series)]
 
 
 Group = tuple[str, str]  # (stream, backbone)
@@ -116,33 +121,45 @@ def accuracy_heatmaps(series: list[Series], group: Group, colours: dict) -> plt.
     return fig
 
 
-def _curves(series: list[Series], group: Group, colours: dict, values_of: Callable[[dict], list[float]],
-            first_x: int, xlabel: str, ylabel: str, title: str) -> plt.Figure:
+def _draw_curves(ax: plt.Axes, series: list[Series], colours: dict, values_of: Callable[[dict], list[float]],
+                 first_x: int, xlabel: str, ylabel: str) -> None:
     """One line per strategy configuration of a per-step percentage (y from 0 to 100), x counted from `first_x`."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for item in series:
         values = item.stacked(values_of)
         _curve(ax, np.arange(first_x, first_x + values.shape[1]), values, item, colours[item.strategy])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 100)
-    _title(ax, title, group)
+
+
+def _panels(count: int, width: float = 5.2) -> tuple[plt.Figure, list[plt.Axes]]:
+    """A row of `count` axes (one per retention protocol)."""
+    fig, axes = plt.subplots(1, count, figsize=(width * count + 1.2, 3.8), squeeze=False)
+    return fig, list(axes[0])
+
+
+def seen_accuracy(series: list[Series], group: Group, colours: dict) -> plt.Figure:
+    fig, (ax,) = _panels(1)
+    _draw_curves(ax, series, colours, lambda r: seen_tasks_curve(r["accuracy_matrix"]), 1, "tasks trained",
+                 "mean accuracy on seen tasks (%)")
+    _title(ax, "Average accuracy over seen tasks", group)
     _legend_outside(ax)
     return fig
 
 
-def seen_accuracy(series: list[Series], group: Group, colours: dict) -> plt.Figure:
-    return _curves(series, group, colours, lambda r: seen_tasks_curve(r["accuracy_matrix"]), 1, "tasks trained",
-                   "mean accuracy on seen tasks (%)", "Average accuracy over seen tasks")
-
-
 def retention(series: list[Series], group: Group, colours: dict) -> Optional[plt.Figure]:
-    kept = [item for item in series if item.has_retention]
-    if not kept:
+    """Retained pre-training accuracy after each task, one panel per retention protocol."""
+    protocols = retention_protocols(series)
+    if not protocols:
         return None
-    return _curves(kept, group, colours, lambda r: r["metrics"]["retained_pretrain_acc"], 0,
-                   "tasks trained (0 = pre-trained model)", "retained pre-training accuracy (%)",
-                   "What the pre-trained model keeps")
+    fig, axes = _panels(len(protocols))
+    for ax, protocol in zip(axes, protocols):
+        kept = [item for item in series if item.has_retention(protocol)]
+        _draw_curves(ax, kept, colours, lambda r: retention_curves(r)[protocol], 0,
+                     "tasks trained (0 = pre-trained model)", f"retained pre-training accuracy, {protocol} (%)")
+        _title(ax, f"What the pre-trained model keeps ({protocol})", group)
+    _legend_outside(axes[-1])
+    return fig
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -156,24 +173,28 @@ def _marker_size(params: float) -> float:
 
 
 def stability_plasticity(series: list[Series], group: Group, colours: dict) -> Optional[plt.Figure]:
-    kept = [item for item in series if item.has_retention]
-    if not kept:
+    """Final avg_acc against retained pre-training accuracy, one panel (and Pareto front) per retention protocol."""
+    protocols = retention_protocols(series)
+    if not protocols:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    points = []
-    for item in kept:
-        x = item.stacked(lambda r: r["metrics"]["avg_acc"]).mean()
-        y = item.stacked(lambda r: r["metrics"]["retained_pretrain_acc"][-1]).mean()
-        params = item.runs[0]["cost"]["params_trainable"]
-        ax.scatter([x], [y], s=_marker_size(params), color=colours[item.strategy], alpha=0.8, edgecolors="black",
-                   linewidths=0.5, label=f"{item.label} ({params:,} trainable)")
-        points.append((float(x), float(y)))
-    front = pareto_front(points)
-    ax.plot(*zip(*front), linestyle="--", color="grey", linewidth=1, label="Pareto front")
-    ax.set_xlabel("final average accuracy on the stream, avg_acc (%)")
-    ax.set_ylabel("retained pre-training accuracy after the last task (%)")
-    _title(ax, "Stability vs plasticity (marker area ~ log trainable parameters)", group)
-    _legend_outside(ax)
+    fig, axes = _panels(len(protocols), width=5.6)
+    for ax, protocol in zip(axes, protocols):
+        points = []
+        for item in series:
+            if not item.has_retention(protocol):
+                continue
+            x = item.stacked(lambda r: r["metrics"]["avg_acc"]).mean()
+            y = item.stacked(lambda r: retention_curves(r)[protocol][-1]).mean()
+            params = item.runs[0]["cost"]["params_trainable"]
+            ax.scatter([x], [y], s=_marker_size(params), color=colours[item.strategy], alpha=0.8,
+                       edgecolors="black", linewidths=0.5, label=f"{item.label} ({params:,} trainable)")
+            points.append((float(x), float(y)))
+        front = pareto_front(points)
+        ax.plot(*zip(*front), linestyle="--", color="grey", linewidth=1, label="Pareto front")
+        ax.set_xlabel("final average accuracy on the stream, avg_acc (%)")
+        ax.set_ylabel(f"retained pre-training accuracy, {protocol} (%)")
+        _title(ax, f"Stability vs plasticity, {protocol} (marker area ~ log trainable parameters)", group)
+    _legend_outside(axes[-1])
     return fig
 
 

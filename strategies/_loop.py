@@ -7,7 +7,7 @@ change train/eval modes; the strategy sets them (a frozen backbone stays in eval
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,7 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 }
 SCHEDULES = ("constant", "cosine")
 LOSSES = ("local", "global")
+Stage = Callable[[torch.Tensor], torch.Tensor]  # one part of a network: its input -> its output
 
 
 @dataclass(frozen=True)
@@ -62,16 +63,39 @@ def task_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, task: Task, k
     return F.cross_entropy(logits[:, units], position[labels])
 
 
+CACHE_LIMIT_BYTES = 2 * 2**30  # above this, a frozen prefix runs on the fly instead of being cached
+
+
 @torch.no_grad()
-def precompute(transform: Callable[[torch.Tensor], torch.Tensor], data: Dataset, runtime: Runtime) -> TensorDataset:
-    """(transform(image), label) for every item, computed once: for a frozen, deterministic prefix of the network
-    (no augmentation), training on these equals training through the prefix every epoch, at a fraction of the cost."""
+def precompute(transform: Callable[[torch.Tensor], torch.Tensor], data: Dataset,
+               runtime: Runtime) -> Optional[TensorDataset]:
+    """(transform(image), label) for every item, computed once, or None when the outputs would not fit in
+    CACHE_LIMIT_BYTES (extrapolated from the first batch)."""
     outputs, labels = [], []
-    for images, batch_labels in DataLoader(data, batch_size=256, shuffle=False):
+    # A loader of its own generator: caching must not draw from the global RNG that training's shuffling uses.
+    for images, batch_labels in DataLoader(data, batch_size=256, shuffle=False, generator=torch.Generator()):
         with runtime.autocast():
             outputs.append(transform(images.to(runtime.device, non_blocking=True)).float().cpu())
         labels.append(batch_labels)
+        if len(outputs) == 1 and outputs[0][0].nbytes * len(data) > CACHE_LIMIT_BYTES:
+            return None
     return TensorDataset(torch.cat(outputs), torch.cat(labels))
+
+
+def frozen_prefix_data(prefix: Stage, task: Task, runtime: Runtime) -> tuple[Dataset, Stage]:
+    """Training data for the part of a network after a frozen, eval-mode `prefix`, and what to apply to its items.
+
+    Without augmentation the prefix's outputs are computed once (training on them equals training through the
+    prefix every epoch, at a fraction of the cost); with augmentation, or outputs too large to keep, the prefix runs
+    on every batch without autograd, so no backward pass goes through it either way."""
+    cached = None if task.train_augmented else precompute(prefix, task.train, runtime)
+    if cached is None:
+        return task.train, torch.no_grad()(prefix)
+    return cached, _identity
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (images, labels) -> scalar loss
@@ -82,28 +106,45 @@ def fit(loss_fn: Loss, parameters: Iterable[torch.nn.Parameter] | list[dict], da
     """Minimise `loss_fn` over `data` for `config.epochs` epochs; returns the mean loss of the last epoch.
 
     A NaN or infinite loss raises RunDiverged (checked at the end of each epoch)."""
-    loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, drop_last=False,
-                        pin_memory=runtime.device.type == "cuda")
+    loader = shuffled_batches(data, config.batch_size, runtime)
     optimizer = OPTIMIZERS[config.optimizer](parameters, config)
     total_steps = config.epochs * len(loader)
     schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
                 if config.schedule == "cosine" else None)
     losses: list[torch.Tensor] = []
     for epoch in runtime.bar(range(config.epochs), desc=desc):
-        losses = []
-        for images, labels in loader:
-            images = images.to(runtime.device, non_blocking=True)
-            labels = labels.to(runtime.device, non_blocking=True)
-            with runtime.autocast():
-                loss = loss_fn(images, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if schedule is not None:
-                schedule.step()
-            losses.append(loss.detach())
+        losses = run_epoch(loss_fn, loader, optimizer, runtime, after_step=schedule.step if schedule else None)
         check_finite(losses, epoch, steps_before=epoch * len(loader))
     return float(torch.stack(losses).mean()) if losses else 0.0
+
+
+def shuffled_batches(data: Dataset, batch_size: int, runtime: Runtime, drop_last: bool = False) -> DataLoader:
+    """Mini-batches of `data` in a new order every epoch (drawn from torch's global generator)."""
+    return DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=drop_last,
+                      pin_memory=runtime.device.type == "cuda")
+
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # a DataLoader, or any iterable of (inputs, labels)
+
+
+def run_epoch(loss_fn: Loss, batches: Batches, optimizer: torch.optim.Optimizer, runtime: Runtime,
+              after_step: Optional[Callable[[], object]] = None) -> list[torch.Tensor]:
+    """One pass over `batches`: loss, backward, optimizer step, then `after_step` (a per-step lr schedule, LAE's EMA).
+    Returns the detached losses, for `check_finite` once per epoch. Strategies with their own epoch structure (an
+    epoch-wise schedule, warm-up epochs) call this instead of `fit`."""
+    losses = []
+    for images, labels in batches:
+        images = images.to(runtime.device, non_blocking=True)
+        labels = labels.to(runtime.device, non_blocking=True)
+        with runtime.autocast():
+            loss = loss_fn(images, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if after_step is not None:
+            after_step()
+        losses.append(loss.detach())
+    return losses
 
 
 def check_finite(losses: list[torch.Tensor], epoch: int, steps_before: int) -> None:

@@ -8,14 +8,10 @@ fine-tuning" lower bound of continual-learning papers. Loss: cross-entropy over 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
-import torch
-
-from benchmark.streams import Task
-from strategies._heads import GrowingClassifier
-from strategies._loop import TrainConfig, fit, task_cross_entropy
-from strategies.base import Strategy, register
+from strategies._loop import TrainConfig
+from strategies._tuned import TunedBackbone
+from strategies.base import register
 
 
 @dataclass(frozen=True)
@@ -24,18 +20,5 @@ class FullFTConfig(TrainConfig):
 
 
 @register("full_ft")
-class FullFineTuning(Strategy):
+class FullFineTuning(TunedBackbone):
     Config = FullFTConfig
-
-    def __init__(self, backbone, config: FullFTConfig, runtime) -> None:
-        super().__init__(backbone, config, runtime)
-        self.head = GrowingClassifier(self.feature_dim).to(runtime.device)
-
-    def train_task(self, task: Task) -> None:
-        self.head.grow(task.num_outputs)
-        self.train()
-        loss = lambda x, y: task_cross_entropy(self.predict(x), y, task, self.config.loss)  # noqa: E731
-        fit(loss, self.parameters(), task.train, self.config, self.runtime, desc=f"full_ft {task.name}")
-
-    def predict(self, x: torch.Tensor, task_id: Optional[int] = None) -> torch.Tensor:
-        return self.head(self.features(x))

@@ -54,10 +54,10 @@ def fashion_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, fashion_dir: Path) -> Path:
-    """A one-block vit-mini pre-trained for one epoch by `python -m benchmark.pretrain` at toy size."""
+    """A two-block vit-mini pre-trained for one epoch by `python -m benchmark.pretrain` at toy size."""
     folder = tmp_path_factory.mktemp("tiny-vit")
     out = folder / "vit-tiny.safetensors"
-    code = pretrain.main(["--epochs", "1", "--batch-size", "64", "--depth", "1", "--embed-dim", "32",
+    code = pretrain.main(["--epochs", "1", "--batch-size", "64", "--depth", "2", "--embed-dim", "32",
                           "--num-heads", "2", "--device", "cpu", "--debian-dir", str(fashion_dir),
                           "--data-dir", str(folder / "data"), "--out", str(out)])
     assert code == 0

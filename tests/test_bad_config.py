@@ -40,11 +40,19 @@ CASES = [
     ("bad device", "device", "tpu", "device: must be one of auto, cpu, cuda"),
     ("bad precision", "precision", "fp8", "precision: must be one of auto, fp32, bf16"),
     ("retention size", "retention.eval_size", 0, "retention.eval_size: must be >= 1"),
-    ("unknown protocol", "retention.protocol", "zeroshot", "unknown retention protocol 'zeroshot'; valid: head"),
+    ("unknown protocol", "retention.protocols", ["head", "nope"], "unknown retention protocol 'nope'; valid: head, knn"),
+    ("bad protocol param", "retention.protocols", {"knn": {"k": 0}}, "retention.protocols.knn.k: must be >= 1"),
+    ("old protocol key", "retention.protocol", "head", "retention: unknown key 'protocol'; valid keys: protocols"),
     ("missing checkpoint", "backbones.vit-mini.checkpoint", "/nonexistent/vit.safetensors",
      "backbones.vit-mini.checkpoint: must be an existing file"),
     ("empty grid axis", "strategies", {}, "strategies: must be a non-empty mapping"),
     ("params not a mapping", "strategies.linear", 3, "strategies.linear: must be a mapping"),
+    ("expansion not fitting the backbone", "strategies.block_expansion", {"p": 3},
+     "strategies.block_expansion.p: must be a divisor of the backbone's depth (2 blocks), got 3"),
+    ("top-k deeper than the backbone", "strategies.topk", {"k": 5},
+     "strategies.topk.k: must be at most the backbone's depth (2 blocks), got 5"),
+    ("unknown LoRA target", "strategies.lora", {"targets": ["q", "query"]},
+     "strategies.lora.targets: must be distinct names from q, k, v, proj, fc1, fc2"),
 ]
 
 

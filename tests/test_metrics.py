@@ -41,7 +41,7 @@ def test_avg_inc_acc_is_sample_weighted_per_step():
 
 
 def test_single_task_gives_null_transfer_and_forgetting():
-    summary = metrics.summarize([[42.0]], [10], [80.0, 70.0])
+    summary = metrics.summarize([[42.0]], [10], {"head": [80.0, 70.0]})
     assert summary["bwt"] is None and summary["forgetting"] is None
     assert summary["avg_acc"] == 42.0 and summary["avg_inc_acc"] == 42.0 and summary["acc_pooled_last"] == 42.0
     assert summary["pretrain_drop"] == pytest.approx(10.0)
@@ -50,7 +50,17 @@ def test_single_task_gives_null_transfer_and_forgetting():
 def test_pretrain_drop_first_minus_last_and_empty():
     assert metrics.pretrain_drop([80.0, 75.0, 60.0]) == pytest.approx(20.0)
     assert metrics.pretrain_drop([]) is None
-    assert metrics.summarize(R, SIZES, [])["retained_pretrain_acc"] == []
+    assert metrics.summarize(R, SIZES, {"head": []})["retained_pretrain_acc"] == []
+
+
+def test_several_protocols_give_objects_keyed_by_protocol():
+    summary = metrics.summarize(R, SIZES, {"head": [80.0, 70.0, 65.0], "knn": [60.0, 58.0, 59.0]})
+    assert summary["retained_pretrain_acc"] == {"head": [80.0, 70.0, 65.0], "knn": [60.0, 58.0, 59.0]}
+    assert summary["pretrain_drop"] == pytest.approx({"head": 15.0, "knn": 1.0})
+    stored = {"metrics": summary, "retention_protocols": ["head", "knn"]}
+    assert metrics.retention_curves(stored)["knn"] == [60.0, 58.0, 59.0]
+    single = {"metrics": metrics.summarize(R, SIZES, {"knn": [50.0, 40.0, 45.0]}), "retention_protocols": ["knn"]}
+    assert metrics.retention_curves(single) == {"knn": [50.0, 40.0, 45.0]}
 
 
 @pytest.mark.parametrize("bad", [[], [[1.0, 2.0]], [[1.0], [2.0]]])

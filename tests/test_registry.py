@@ -24,8 +24,8 @@ def test_unknown_strategy_lists_the_valid_ones():
 def test_unknown_backbone_and_protocol_list_the_valid_ones():
     with pytest.raises(ConfigError, match="unknown backbone 'vit-huge'; valid: vit-mini"):
         build_backbone("vit-huge")
-    with pytest.raises(ConfigError, match="unknown retention protocol 'knn'; valid: head"):
-        PROTOCOLS.get("knn")
+    with pytest.raises(ConfigError, match="unknown retention protocol 'zeroshot'; valid: head, knn"):
+        PROTOCOLS.get("zeroshot")
 
 
 def test_missing_checkpoint_says_how_to_regenerate(tmp_path):

@@ -10,18 +10,22 @@ import pandas as pd
 import pytest
 
 from benchmark.metrics import summarize
-from benchmark.results import RunSpec, result_path, write_json_atomic
+from benchmark.results import SCHEMA_VERSION, RunSpec, result_path, write_json_atomic
 from reports.__main__ import main as reports_main
 from reports.plots import pareto_front
 
 
 def fabricate(out: Path, stream: str, strategy: str, seed: int, matrix, retained, params=1000, **extra) -> dict:
-    spec = RunSpec(stream, {}, strategy, {"lr": 0.1}, "vit-mini", {}, seed, {"protocol": "head"}, "cpu", "fp32")
+    """A result as the runner writes it; `retained` is one protocol's curve (head) or a mapping protocol -> curve."""
+    curves = retained if isinstance(retained, dict) else {"head": retained}
+    retention = {"protocols": {name: {} for name in curves}, "eval_size": 100, "subset_seed": 0}
+    spec = RunSpec(stream, {}, strategy, {"lr": 0.1}, "vit-mini", {}, seed, retention, "cpu", "fp32")
     sizes = [10] * len(matrix)
     result = {
         "run_id": spec.run_id, "status": "ok", "stream": stream, "strategy": strategy, "backbone": "vit-mini",
         "seed": seed, "config": spec.as_dict(), "accuracy_matrix": matrix, "test_sizes": sizes,
-        "metrics": summarize(matrix, sizes, retained),
+        "metrics": summarize(matrix, sizes, curves), "schema_version": SCHEMA_VERSION,
+        "retention_protocols": list(curves),
         "cost": {"params_trainable": params, "params_added": 10, "flops_per_image": 2000, "wall_time_s": 1.5},
         "versions": {"python": "3.11", "torch": "2.x"}, **extra,
     }
@@ -38,8 +42,9 @@ def results_dir(tmp_path: Path) -> Path:
     fabricate(out, "split", "no_retention", 0, [[60, 0], [30, 50]], [])
     fabricate(out, "split", "gated", 0, [[80, 0], [70, 75]], [80, 78, 77], gate_masks=[[1, 0, 1, 0], [0, 0, 1, 1]])
     fabricate(out, "one-task", "linear", 0, [[55.0]], [80, 80])
-    failed = RunSpec("split", {}, "broken", {}, "vit-mini", {}, 0, {"protocol": "head"}, "cpu", "fp32")
-    write_json_atomic(result_path(out, failed.run_id), {
+    fabricate(out, "split", "both", 0, [[85, 0], [50, 85]], {"head": [80, 70, 60], "knn": [75, 74, 70]})
+    failed = RunSpec("split", {}, "broken", {}, "vit-mini", {}, 0, {}, "cpu", "fp32")
+    write_json_atomic(result_path(out, failed.run_id), {"schema_version": SCHEMA_VERSION,
         "run_id": failed.run_id, "status": "failed", "stream": "split", "strategy": "broken", "backbone": "vit-mini",
         "seed": 0, "config": failed.as_dict(), "error": "RuntimeError: boom <tag>", "traceback": "Traceback ..."})
     return out
@@ -52,7 +57,7 @@ def test_leaderboards_hold_means_and_stds_over_seeds(results_dir, tmp_path):
     full = board[board["stream"] == "split"].loc["full_ft"]
     assert full["avg_acc_mean"] == pytest.approx(((40 + 80) / 2 + (50 + 90) / 2) / 2)
     assert full["avg_acc_std"] == pytest.approx(pd.Series([60.0, 70.0]).std(), abs=1e-4)  # CSV: 4 decimals
-    assert full["pretrain_drop_mean"] == pytest.approx(18.0) and full["pretrain_drop_std"] == pytest.approx(
+    assert full["pretrain_drop_head_mean"] == pytest.approx(18.0) and full["pretrain_drop_head_std"] == pytest.approx(
         pd.Series([20.0, 16.0]).std(), abs=1e-4)
     assert full["n_seeds"] == 2 and full["params_trainable"] == 5000
     assert pd.isna(board[board["stream"] == "split"].loc["linear", "avg_acc_std"])
@@ -60,9 +65,20 @@ def test_leaderboards_hold_means_and_stds_over_seeds(results_dir, tmp_path):
     assert pd.isna(one_task["bwt_mean"]) and one_task["avg_acc_mean"] == 55.0
     assert "broken" not in board.index
     split = pd.read_csv(out / "leaderboard_split.csv")
-    assert list(split["strategy"]) == ["gated", "full_ft", "linear", "no_retention"]  # avg_acc, best first; ties by name
+    assert list(split["strategy"]) == ["gated", "both", "full_ft", "linear", "no_retention"]  # best first; ties by name
     markdown = (out / "leaderboard.md").read_text()
     assert "| 65.00 ± 7.07 |" in markdown and "no_retention" in markdown
+
+
+def test_each_retention_protocol_gets_its_own_columns(results_dir, tmp_path):
+    out = tmp_path / "report"
+    reports_main([str(results_dir), "--out", str(out)])
+    board = pd.read_csv(out / "leaderboard_split.csv").set_index("strategy")
+    assert board.loc["both", "retained_last_head_mean"] == 60 and board.loc["both", "pretrain_drop_head_mean"] == 20
+    assert board.loc["both", "retained_last_knn_mean"] == 70 and board.loc["both", "pretrain_drop_knn_mean"] == 5
+    assert pd.isna(board.loc["full_ft", "pretrain_drop_knn_mean"])  # scored with the head protocol only
+    header = (out / "leaderboard.md").read_text().splitlines()[0]
+    assert "retained_last_knn" in header and "pretrain_drop_head" in header
 
 
 def test_every_plot_is_rendered_and_linked(results_dir, tmp_path):

@@ -3,6 +3,7 @@ import torch
 
 from benchmark.datasets.images import ImageSpec
 from benchmark.evaluation import as_tensors
+from benchmark.streams.mini import stratified_parts
 from benchmark.streams import build_stream
 from benchmark.streams.base import CLASS_INCREMENTAL, DOMAIN_INCREMENTAL, seeded_class_order
 
@@ -53,6 +54,21 @@ def test_domain_digits_same_classes_new_inputs():
     # inversion in [0, 1] before normalisation with mean = std = 0.5: x -> -x
     assert torch.allclose(inverted[0], -clean[0], atol=1e-5)
     assert torch.allclose(rotated[0], torch.rot90(clean[0], 1, dims=(-2, -1)), atol=1e-5)
+
+
+def test_domains_train_on_disjoint_stratified_shares_by_default():
+    labels = torch.arange(103) % 10
+    parts = stratified_parts(labels, 4, seed=0)
+    joined = torch.cat(parts)
+    assert len(joined) == 103 and set(joined.tolist()) == set(range(103))  # disjoint, covering
+    assert all(torch.bincount(labels[p], minlength=10).max() - torch.bincount(labels[p], minlength=10).min() <= 1
+               for p in parts)
+    assert all(torch.equal(a, b) for a, b in zip(parts, stratified_parts(labels, 4, seed=0)))  # seeded
+    disjoint = build_stream("mini-domain-digits", 1993, image_spec=SPEC)
+    shared = build_stream("mini-domain-digits", 1993, image_spec=SPEC, disjoint_train=False)
+    sizes = [len(t.train) for t in disjoint.tasks]
+    assert sum(sizes) == len(shared.tasks[0].train) == 1437 and max(sizes) - min(sizes) <= 1
+    assert len(disjoint.tasks[0].test) == len(shared.tasks[0].test) == 360  # every domain: the whole test split
 
 
 def test_three_channel_backbones_get_three_channels():

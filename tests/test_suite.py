@@ -48,7 +48,7 @@ def test_suite_writes_results_and_leaderboard(write_suite, tmp_path):
         assert len(result["metrics"]["retained_pretrain_acc"]) == 6
         assert result["task_classes"] == [[result["class_order"][2 * t], result["class_order"][2 * t + 1]]
                                           for t in range(5)]
-        assert result["retention_protocol"] == "head" and result["retention_eval"]["size"] == 100
+        assert result["retention_protocols"] == ["head"] and result["retention_eval"]["size"] == 100
         assert set(result["versions"]) == {"python", "torch", "timm", "avalanche", "git_commit"}
         assert len(result["cost"]["train_s"]) == 5 and result["cost"]["flops_per_image"] > 0
         assert result["run_id"].startswith(f"mini-split-digits__{result['strategy']}__vit-mini__seed1993__")

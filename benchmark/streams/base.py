@@ -41,6 +41,7 @@ class Task:
     num_outputs: int  # output units a model needs after this task: all classes seen so far
     train: Dataset  # the Avalanche experience's dataset; items are (image, label)
     test: Dataset
+    train_augmented: bool = False  # random train transforms: a frozen prefix's outputs cannot be cached
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """The offline mini benchmark: scikit-learn's bundled handwritten digits (real 8x8 scans, no network).
 
 - `mini-split-digits`: class-incremental, 5 tasks x 2 classes, seeded class order.
-- `mini-domain-digits`: domain-incremental, the 10 digits under 4 domains (clean, inverted, rotated, noise+blur).
+- `mini-domain-digits`: domain-incremental, the 10 digits under 4 domains (clean, inverted, rotated, noise+blur);
+  by default each domain trains on its own stratified share of the training images (a real domain sequence shows
+  new images in each domain) and is tested on the whole test split under its transform.
 
 The train/test split is stratified and fixed (`split_seed`), whatever the run's seed: the run seed moves the class
 order, never the test set.
@@ -63,6 +65,7 @@ class SplitDigitsParams:
 @dataclass(frozen=True)
 class DomainDigitsParams:
     domains: tuple[str, ...] = tuple(DOMAINS)  # one task per domain, in this order
+    disjoint_train: bool = True  # each domain trains on its own 1/len(domains) of the training images; false: all
     test_fraction: float = 0.2
     split_seed: int = 0
 
@@ -71,6 +74,13 @@ class DomainDigitsParams:
                 len(set(self.domains)) == len(self.domains),
                 "domains", f"distinct names from {', '.join(DOMAINS)}", list(self.domains))
         require(0.05 <= self.test_fraction <= 0.5, "test_fraction", "in [0.05, 0.5]", self.test_fraction)
+
+
+def stratified_parts(labels: torch.Tensor, parts: int, seed: int) -> list[torch.Tensor]:
+    """Indices split into `parts` disjoint groups with (nearly) equal class counts, in a seeded order."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    by_class = order[torch.argsort(labels[order], stable=True)]
+    return [by_class[part::parts].sort().values for part in range(parts)]
 
 
 @register_stream("mini-split-digits", SplitDigitsParams)
@@ -86,9 +96,12 @@ def mini_domain_digits(params: DomainDigitsParams, *, seed: int, image_spec: Ima
     """Domain order is fixed by `domains`; the seed only matters for training."""
     train, test = digits_split(params.test_fraction, params.split_seed)
     train_x, test_x = resize(train[0], image_spec), resize(test[0], image_spec)
+    everything = torch.arange(len(train[1]))
+    shares = (stratified_parts(train[1], len(params.domains), params.split_seed) if params.disjoint_train
+              else [everything] * len(params.domains))
     domains = {
-        name: ((normalize(DOMAINS[name](train_x), image_spec), train[1]),
+        name: ((normalize(DOMAINS[name](train_x[share]), image_spec), train[1][share]),
                (normalize(DOMAINS[name](test_x), image_spec), test[1]))
-        for name in params.domains
+        for name, share in zip(params.domains, shares)
     }
     return domain_incremental("mini-domain-digits", domains, DIGIT_NAMES)
