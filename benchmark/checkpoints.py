@@ -13,11 +13,14 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from strategies.base import Strategy
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -28,6 +31,7 @@ class Progress:
 
     retained: dict[str, list[float]] = field(default_factory=dict)  # per protocol: before training, after each task
     matrix: list[list[float]] = field(default_factory=list)  # one row per finished task
+    task_aware_matrix: list[list[float]] = field(default_factory=list)  # the same, task id given (task-aware only)
     train_s: list[float] = field(default_factory=list)
     eval_s: list[float] = field(default_factory=list)
 
@@ -94,7 +98,7 @@ def load_resizing(module: nn.Module, state: dict[str, torch.Tensor], unchanged: 
         raise RuntimeError(f"checkpoint lacks {sorted(set(missing) - unchanged)[:3]}")
 
 
-def resume(path: Path, run_id: str, strategy: nn.Module, reference: dict[str, torch.Tensor]) -> Optional[Progress]:
+def resume(path: Path, run_id: str, strategy: "Strategy", reference: dict[str, torch.Tensor]) -> Optional[Progress]:
     """Restore `strategy` and the random generators from `path` and return the progress, or None if there is no
     checkpoint of this run."""
     if not path.is_file():
@@ -102,6 +106,7 @@ def resume(path: Path, run_id: str, strategy: nn.Module, reference: dict[str, to
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if payload.get("run_id") != run_id:
         return None
+    strategy.prepare_to_load(payload["state"])
     load_resizing(strategy, payload["state"], frozenset(reference))
     _set_rng_state(payload["rng"])
     return Progress(**payload["progress"])

@@ -60,6 +60,14 @@ class TestSets:
         return [100.0 * float(part.mean()) for part in correct.split(list(self.sizes))]
 
 
+    def task_aware_accuracies(self, predict: Callable[..., torch.Tensor], runtime: Runtime) -> list[float]:
+        """Accuracy (%) on each set j of `predict(x, task_id=j)`: the task identity given at test time."""
+        starts = [sum(self.sizes[:j]) for j in range(len(self.sizes))]
+        return [accuracy(lambda x, j=j: predict(x, task_id=j), self.images[start: start + size],
+                         self.labels[start: start + size], runtime)
+                for j, (start, size) in enumerate(zip(starts, self.sizes))]
+
+
 def accuracy(predict: Fn, images: torch.Tensor, labels: torch.Tensor, runtime: Runtime) -> float:
     """Top-1 accuracy (%) of `predict` (logits) on one set."""
     return TestSets(images, labels, (len(labels),)).accuracies(predict, runtime)[0]

@@ -73,23 +73,30 @@ def pretrain_drop(retained: Sequence[float]) -> Optional[float]:
     return retained[0] - retained[-1]
 
 
-def summarize(matrix: Matrix, test_sizes: Sequence[int],
-              retained: Mapping[str, Sequence[float]]) -> dict[str, object]:
-    """Every metric of one run. `retained` maps each retention protocol to T + 1 values (index 0 = before any
-    training; empty: no numbers). With one protocol, `retained_pretrain_acc` is its list and `pretrain_drop` a
-    number; with several, both are objects keyed by protocol name."""
+def matrix_metrics(matrix: Matrix, test_sizes: Sequence[int]) -> dict[str, object]:
+    """Every metric of an accuracy matrix."""
     size = _check(matrix)
     if len(test_sizes) != size:
         raise ValueError(f"{len(test_sizes)} test sizes for {size} tasks")
-    curves = {name: list(values) for name, values in retained.items()}
-    drops = {name: pretrain_drop(values) for name, values in curves.items()}
-    single = len(curves) == 1
     return {
         "avg_acc": avg_acc(matrix),
         "avg_inc_acc": avg_inc_acc(matrix, test_sizes),
         "acc_pooled_last": acc_pooled_last(matrix, test_sizes),
         "bwt": bwt(matrix),
         "forgetting": forgetting(matrix),
+    }
+
+
+def summarize(matrix: Matrix, test_sizes: Sequence[int],
+              retained: Mapping[str, Sequence[float]]) -> dict[str, object]:
+    """Every metric of one run. `retained` maps each retention protocol to T + 1 values (index 0 = before any
+    training; empty: no numbers). With one protocol, `retained_pretrain_acc` is its list and `pretrain_drop` a
+    number; with several, both are objects keyed by protocol name."""
+    curves = {name: list(values) for name, values in retained.items()}
+    drops = {name: pretrain_drop(values) for name, values in curves.items()}
+    single = len(curves) == 1
+    return {
+        **matrix_metrics(matrix, test_sizes),
         "retained_pretrain_acc": next(iter(curves.values())) if single else curves,
         "pretrain_drop": next(iter(drops.values())) if single else drops,
     }

@@ -21,7 +21,7 @@ from benchmark.backbones import Backbone, build_backbone
 from benchmark.checkpoints import Progress, resume, save_checkpoint
 from benchmark.errors import RunDiverged
 from benchmark.evaluation import TestSets
-from benchmark.metrics import summarize
+from benchmark.metrics import matrix_metrics, summarize
 from benchmark.results import STATUS_OK, SCHEMA_VERSION, RunSpec
 from benchmark.retention import build_retention
 from benchmark.runtime import Runtime
@@ -70,6 +70,8 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
         start = _clock(runtime)
         strategy.eval()
         progress.matrix.append(tests.accuracies(strategy.predict, runtime))
+        if strategy.task_aware:
+            progress.task_aware_matrix.append(tests.task_aware_accuracies(strategy.predict, runtime))
         for name, value in retention(strategy).items():
             progress.retained[name].append(value)
         progress.eval_s.append(_clock(runtime) - start)
@@ -81,14 +83,20 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
     cost = {**costs.parameter_counts(strategy), "flops_per_image": costs.flops_per_image(strategy, tests.images[0]),
             "train_s": progress.train_s, "eval_s": progress.eval_s, "wall_time_s": _clock(runtime) - started,
             **costs.peak_memory_mb(runtime.device)}
+    extra = strategy.report()
+    metrics = {**summarize(matrix, test_sizes, retained), **extra.pop("metrics", {})}
+    if strategy.task_aware:
+        extra["accuracy_matrix_task_aware"] = progress.task_aware_matrix
+        metrics["task_aware"] = matrix_metrics(progress.task_aware_matrix, test_sizes)
     return {
         **_identity(spec, stream),
         "test_sizes": test_sizes,
         "accuracy_matrix": matrix,
-        "metrics": summarize(matrix, test_sizes, retained),
+        "metrics": metrics,
         "cost": cost,
         "retention_protocols": list(retention.scorers),
         "retention_eval": {"dataset": retention.eval_set.name, "size": len(retention.eval_set.labels)},
+        **extra,
     }
 
 

@@ -117,6 +117,10 @@ def execute(job: RunJob, backbone: Optional[Backbone] = None) -> str:
     except Exception as error:  # a failing or diverging run is recorded; the suite goes on
         result = unfinished_result(job.spec, error)
     write_json_atomic(result_path(job.out_dir, job.spec.run_id), {**result, "versions": versions()})
+    if result["status"] == STATUS_OK:
+        from reports.plots import write_run_plots  # the report layer draws; imported late (matplotlib)
+
+        write_run_plots(result, result_path(job.out_dir, job.spec.run_id).parent)
     if result["status"] in FINAL_STATUSES and not job.keep_checkpoints:
         checkpoint.unlink(missing_ok=True)
     return result["status"]

@@ -213,6 +213,29 @@ def accuracy_vs_parameters(series: list[Series], group: Group, colours: dict) ->
     return fig
 
 
+def draw_gate_masks(ax: plt.Axes, run: dict[str, Any], title: str, colour: Any = "black") -> None:
+    """A run's gate masks as a heatmap: rows = tasks, columns = adapter blocks grouped by transformer block (named
+    `<block>.<layer>` in `gate_blocks` when the run stores them), black = active."""
+    masks = np.array(run["gate_masks"], dtype=float)
+    ax.imshow(masks, cmap="Greys", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    names = run.get("gate_blocks")
+    if names:
+        layers = [name.split(".")[0] for name in names]
+        starts = [i for i, layer in enumerate(layers) if i == 0 or layer != layers[i - 1]]
+        for start in starts[1:]:
+            ax.axvline(start - 0.5, color="tab:red", linewidth=0.6)
+        ax.set_xticks([start + (end - start - 1) / 2 for start, end in zip(starts, starts[1:] + [len(layers)])])
+        ax.set_xticklabels([layers[start] for start in starts], fontsize=7)
+        ax.set_xlabel(f"transformer block (each: {', '.join(n.split('.', 1)[1] for n in names[:starts[1]])})"
+                      if len(starts) > 1 else "adapter block")
+    else:
+        ax.set_xlabel("adapter block (index)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("task")
+    ax.set_yticks(range(len(masks)))
+    ax.set_title(f"{title}: {100 * masks.mean():.1f}% of blocks active (black = on)", fontsize=9, color=colour)
+
+
 def gate_masks(series: list[Series], group: Group, colours: dict) -> Optional[plt.Figure]:
     """Per-task binary gate masks (tasks x adapter blocks) of strategies that store them (`gate_masks`)."""
     masked = [(item, item.runs[0]) for item in series if item.runs[0].get("gate_masks")]
@@ -221,17 +244,21 @@ def gate_masks(series: list[Series], group: Group, colours: dict) -> Optional[pl
     height = 1.5 + 0.5 * sum(len(run["gate_masks"]) + 1 for _, run in masked)
     fig, axes = plt.subplots(len(masked), 1, figsize=(8, height), squeeze=False, constrained_layout=True)
     for ax, (item, run) in zip(axes[:, 0], masked):
-        masks = np.array(run["gate_masks"], dtype=float)
-        ax.imshow(masks, cmap="Greys", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
-        ax.set_xlabel("adapter block (index)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("task")
-        ax.set_yticks(range(len(masks)))
-        active = 100 * masks.mean()
-        ax.set_title(f"{item.label}, seed {run['seed']}: {active:.1f}% of blocks active (black = on)", fontsize=9,
-                     color=colours[item.strategy])
+        draw_gate_masks(ax, run, f"{item.label}, seed {run['seed']}", colours[item.strategy])
     fig.suptitle(f"Selective LoRA gate masks — {group[0]} · {group[1]}", fontsize=10)
     return fig
+
+
+def write_run_plots(result: dict[str, Any], folder: Path) -> list[Path]:
+    """Plots that belong to one run, written beside its result.json: its gate masks, if it stores them."""
+    if not result.get("gate_masks"):
+        return []
+    fig, ax = plt.subplots(figsize=(8, 1.5 + 0.5 * len(result["gate_masks"])), constrained_layout=True)
+    draw_gate_masks(ax, result, f"{result['strategy']} on {result['stream']}, seed {result['seed']}")
+    path = folder / "gate_masks.png"
+    fig.savefig(path, dpi=120, metadata={"Date": None})
+    plt.close(fig)
+    return [path]
 
 
 PLOTS: dict[str, Callable[[list[Series], Group, dict], Optional[plt.Figure]]] = {

@@ -102,8 +102,9 @@ Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (images, labels) 
 
 
 def fit(loss_fn: Loss, parameters: Iterable[torch.nn.Parameter] | list[dict], data: Dataset, config: TrainConfig,
-        runtime: Runtime, desc: str = "train") -> float:
+        runtime: Runtime, desc: str = "train", on_epoch: Optional[Callable[[int], object]] = None) -> float:
     """Minimise `loss_fn` over `data` for `config.epochs` epochs; returns the mean loss of the last epoch.
+    `on_epoch(epoch)` runs before each epoch (e.g. a penalty that starts after warm-up epochs).
 
     A NaN or infinite loss raises RunDiverged (checked at the end of each epoch)."""
     loader = shuffled_batches(data, config.batch_size, runtime)
@@ -113,6 +114,8 @@ def fit(loss_fn: Loss, parameters: Iterable[torch.nn.Parameter] | list[dict], da
                 if config.schedule == "cosine" else None)
     losses: list[torch.Tensor] = []
     for epoch in runtime.bar(range(config.epochs), desc=desc):
+        if on_epoch is not None:
+            on_epoch(epoch)
         losses = run_epoch(loss_fn, loader, optimizer, runtime, after_step=schedule.step if schedule else None)
         check_finite(losses, epoch, steps_before=epoch * len(loader))
     return float(torch.stack(losses).mean()) if losses else 0.0

@@ -56,6 +56,16 @@ class Strategy(nn.Module, abc.ABC):
         """Pre-logit features of the current network (what retention protocols score with the original head)."""
         return self.backbone(x)
 
+    task_aware: ClassVar[bool] = False  # True: `predict(x, task_id)` differs, and the runner also scores that mode
+
+    def report(self) -> dict[str, Any]:
+        """What the strategy adds to its run's result (keys of `metrics` merge into the result's metrics)."""
+        return {}
+
+    def prepare_to_load(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Build the modules a checkpoint's `state` holds that a fresh strategy lacks (per-task modules); most
+        strategies build everything in `__init__` and need nothing here."""
+
 
 def build_strategy(name: str, params: Mapping[str, Any], backbone: nn.Module, runtime: Runtime) -> Strategy:
     cls = STRATEGIES.get(name)
