@@ -39,16 +39,17 @@ from torch import nn
 from benchmark.config import require
 from benchmark.streams import Task
 from strategies._lora import TARGETS, LowRank, add_lora, lora_layers, target_layer, target_rows
-from strategies._loop import TrainConfig, fit, task_cross_entropy
+from strategies._loop import fit, task_cross_entropy
 from strategies._tuned import TunedBackbone, set_train_modes
+from strategies.lora import LoRAConfig
 from strategies._vit import depth
 from strategies.base import register
 
 
 @dataclass(frozen=True)
-class SelectiveLoRAConfig(TrainConfig):
-    rank: int = 8  # r of every LoRA block
-    alpha: Optional[float] = None  # blocks are scaled by alpha / rank; None = rank (scale 1)
+class SelectiveLoRAConfig(LoRAConfig):
+    """LoRA's `rank`, `alpha` and `targets` (here every layer of every block by default), plus the gates."""
+
     targets: tuple[str, ...] = tuple(TARGETS)  # adapted layers of every block: q, k, v, proj, fc1, fc2
     threshold: float = 0.1  # tau: a block is on while its score s >= tau (TAPS)
     score_init: float = 0.15  # s at the start of each task; above tau, so every block starts on (TAPS)
@@ -60,19 +61,10 @@ class SelectiveLoRAConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.rank >= 1, "rank", ">= 1", self.rank)
-        require(self.alpha is None or self.alpha > 0, "alpha", "> 0 or null", self.alpha)
-        require(len(self.targets) >= 1 and set(self.targets) <= set(TARGETS) and
-                len(set(self.targets)) == len(self.targets),
-                "targets", f"distinct names from {', '.join(TARGETS)}", list(self.targets))
         require(self.score_init >= self.threshold, "score_init", f">= threshold ({self.threshold})", self.score_init)
         require(self.sparsity >= 0, "sparsity", ">= 0", self.sparsity)
         require(0 <= self.warmup_epochs, "warmup_epochs", ">= 0", self.warmup_epochs)
         require(self.score_lr > 0, "score_lr", "> 0", self.score_lr)
-
-    @property
-    def scale(self) -> float:
-        return (self.alpha if self.alpha is not None else self.rank) / self.rank
 
 
 class GatedLowRank(LowRank):

@@ -16,6 +16,8 @@ warnings.filterwarnings("ignore", message="no QP solver found")  # Avalanche imp
 
 from strategies import STRATEGIES  # noqa: E402  (importing it registers the built-in strategies)
 from benchmark import pretrain  # noqa: E402
+from benchmark.backbones import build_backbone  # noqa: E402
+from benchmark.streams import build_stream  # noqa: E402
 
 N_TRAIN, N_TEST = 400, 200
 
@@ -89,3 +91,15 @@ def write_suite(tmp_path: Path, tiny_backbone_params: dict):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def backbone(tiny_backbone_params: dict):
+    """The tiny vit-mini, loaded once; tests give strategies a deep copy of its model."""
+    return build_backbone("vit-mini", **tiny_backbone_params)
+
+
+@pytest.fixture(scope="session")
+def stream(backbone):
+    """mini-split-digits (5 tasks x 2 digits), seed 1993, in the tiny backbone's input format."""
+    return build_stream("mini-split-digits", 1993, image_spec=backbone.image_spec)

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from benchmark import costs
-from benchmark.backbones import build_backbone
 from benchmark.config import config_dict
 from benchmark.runtime import Runtime
 from benchmark.streams import build_stream
@@ -21,16 +20,6 @@ from test_slca import assert_resuming_changes_nothing, crashing_once
 RUNTIME = Runtime.resolve("cpu", "fp32", progress=False)
 FAST = {"epochs": 2, "batch_size": 32, "freeze_ratio": 0.5}  # one warm-up epoch, one with the PETs training
 KINDS = ("adapter", "lora", "prefix")
-
-
-@pytest.fixture(scope="module")
-def backbone(tiny_backbone_params):
-    return build_backbone("vit-mini", **tiny_backbone_params)
-
-
-@pytest.fixture(scope="module")
-def stream(backbone):
-    return build_stream("mini-split-digits", 1993, image_spec=backbone.image_spec)
 
 
 def lae(model: torch.nn.Module, **params) -> LAE:

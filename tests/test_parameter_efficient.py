@@ -11,10 +11,9 @@ import torch
 from torch.utils.data import TensorDataset
 
 from benchmark import costs
-from benchmark.backbones import build_backbone
 from benchmark.evaluation import as_tensors
 from benchmark.runtime import Runtime
-from benchmark.streams import Task, build_stream
+from benchmark.streams import Task
 from strategies._lora import LoRALinear
 from strategies.base import build_strategy
 
@@ -52,16 +51,6 @@ def test_trainable_parameters_match_the_study_on_vit_b(vit_b, name, params, trai
     counts = costs.parameter_counts(strategy)
     assert counts["params_trainable"] == trainable
     assert counts["params_added"] == (76_900 if name in ("full_ft", "linear", "topk") else trainable)
-
-
-@pytest.fixture(scope="module")
-def backbone(tiny_backbone_params):
-    return build_backbone("vit-mini", **tiny_backbone_params)
-
-
-@pytest.fixture(scope="module")
-def stream(backbone):
-    return build_stream("mini-split-digits", 1993, image_spec=backbone.image_spec)
 
 
 def pre_logits(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:

@@ -8,12 +8,10 @@ import pytest
 import torch
 
 from benchmark import costs
-from benchmark.backbones import build_backbone
 from benchmark.checkpoints import Progress, resume, save_checkpoint
 from benchmark.evaluation import as_tensors
 from benchmark.results import iter_results
 from benchmark.runtime import Runtime
-from benchmark.streams import build_stream
 from strategies._lora import add_lora, lora_layers
 from strategies.base import build_strategy
 from strategies.selective_lora import GatedLowRank, task_prefix
@@ -21,16 +19,6 @@ from test_suite import suite
 
 RUNTIME = Runtime.resolve("cpu", "fp32", progress=False)
 FAST = {"epochs": 2, "rank": 2, "warmup_epochs": 1}
-
-
-@pytest.fixture(scope="module")
-def backbone(tiny_backbone_params):
-    return build_backbone("vit-mini", **tiny_backbone_params)
-
-
-@pytest.fixture(scope="module")
-def stream(backbone):
-    return build_stream("mini-split-digits", 1993, image_spec=backbone.image_spec)
 
 
 def gated_block(score: float) -> GatedLowRank:

@@ -6,7 +6,6 @@ import copy
 import pytest
 import torch
 
-from benchmark.backbones import build_backbone
 from benchmark.config import config_dict
 from benchmark.runtime import Runtime
 from benchmark.streams import build_stream
@@ -17,16 +16,6 @@ from test_suite import suite
 
 RUNTIME = Runtime.resolve("cpu", "fp32", progress=False)
 FAST = {"epochs": 1, "batch_size": 64, "ca_epochs": 2, "ca_samples": 32}
-
-
-@pytest.fixture(scope="module")
-def backbone(tiny_backbone_params):
-    return build_backbone("vit-mini", **tiny_backbone_params)
-
-
-@pytest.fixture(scope="module")
-def stream(backbone):
-    return build_stream("mini-split-digits", 1993, image_spec=backbone.image_spec)
 
 
 def slca(backbone, **params) -> SLCA:

@@ -7,24 +7,12 @@ import pytest
 import torch
 
 from benchmark import costs
-from benchmark.backbones import build_backbone
 from benchmark.evaluation import as_tensors
 from benchmark.runtime import Runtime
-from benchmark.streams import build_stream
 from conftest import builtin_strategies
 from strategies.base import build_strategy
 
 RUNTIME = Runtime.resolve("cpu", "fp32", progress=False)
-
-
-@pytest.fixture(scope="module")
-def backbone(tiny_backbone_params):
-    return build_backbone("vit-mini", **tiny_backbone_params)
-
-
-@pytest.fixture(scope="module")
-def stream(backbone):
-    return build_stream("mini-split-digits", 1993, image_spec=backbone.image_spec)
 
 
 FITS_TWO_BLOCKS = {"topk": {"k": 1}}  # hyper-parameters whose defaults need a deeper backbone than the test's
