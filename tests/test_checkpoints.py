@@ -14,7 +14,8 @@ from benchmark.checkpoints import load_resizing
 from benchmark.results import iter_results
 from strategies._heads import GrowingClassifier
 from strategies.base import register
-from strategies.full_ft import FullFineTuning, FullFTConfig
+from strategies.full_ft import FullFineTuning
+from strategies.selective_lora import SelectiveLoRA
 from test_suite import ROOT, suite
 
 NUMBERS = ("accuracy_matrix", "metrics", "class_order", "test_sizes")
@@ -25,34 +26,52 @@ def only_result(out: Path) -> dict:
     return result
 
 
-@register("full_ft_crashes_once")
-class CrashesOnceAtTask2(FullFineTuning):
-    """full_ft that raises at its third task the first time only, like a machine failure."""
+def crashing_once(cls: type, name: str) -> type:
+    """Register `name`: strategy `cls` raising at its third task the first time only, like a machine failure."""
 
-    Config = FullFTConfig
-    crashes_left = 0
+    class CrashesOnce(cls):
+        crashes_left = 0
 
-    def train_task(self, task):
-        if task.index == 2 and CrashesOnceAtTask2.crashes_left > 0:
-            CrashesOnceAtTask2.crashes_left -= 1
-            raise RuntimeError("simulated crash")
-        super().train_task(task)
+        def train_task(self, task):
+            if task.index == 2 and CrashesOnce.crashes_left > 0:
+                CrashesOnce.crashes_left -= 1
+                raise RuntimeError("simulated crash")
+            super().train_task(task)
+
+    return register(name)(CrashesOnce)
 
 
-def test_resumed_run_equals_an_uninterrupted_one(write_suite, tmp_path):
-    config = write_suite(strategies={"full_ft_crashes_once": {"epochs": 1}})
+def assert_resuming_changes_nothing(name: str, crashing: type, params: dict, write_suite, tmp_path: Path) -> None:
+    """A run of `name` (made by `crashing_once`) interrupted after two tasks and resumed from its checkpoint ends
+    with exactly the numbers of an uninterrupted run; the checkpoint is kept while needed, removed afterwards."""
+    config = write_suite(strategies={name: params})
     suite(config, tmp_path / "straight")
-    CrashesOnceAtTask2.crashes_left = 1
+    crashing.crashes_left = 1
     interrupted = tmp_path / "interrupted"
     assert suite(config, interrupted) == 1
     assert only_result(interrupted)["status"] == "failed"
-    checkpoints = list(interrupted.rglob("checkpoint.pt"))
-    assert len(checkpoints) == 1  # kept: tasks 0 and 1 are done
+    assert len(list(interrupted.rglob("checkpoint.pt"))) == 1  # kept: tasks 0 and 1 are done
     assert suite(config, interrupted) == 0
     resumed, straight = only_result(interrupted), only_result(tmp_path / "straight")
     assert len(resumed["cost"]["train_s"]) == 5
     assert all(resumed[key] == straight[key] for key in NUMBERS)
     assert not list(interrupted.rglob("checkpoint.pt"))  # removed once the run finished
+
+
+FULL_FT_CRASHES_ONCE = crashing_once(FullFineTuning, "full_ft_crashes_once")
+SELECTIVE_LORA_CRASHES_ONCE = crashing_once(SelectiveLoRA, "selective_lora_crashes_once")
+
+
+def test_resumed_run_equals_an_uninterrupted_one(write_suite, tmp_path):
+    assert_resuming_changes_nothing("full_ft_crashes_once", FULL_FT_CRASHES_ONCE, {"epochs": 1}, write_suite, tmp_path)
+
+
+def test_a_resumed_selective_lora_run_equals_an_uninterrupted_one(write_suite, tmp_path):
+    """Its per-task blocks are rebuilt from the checkpoint's masks before the tensors load (no penalty: every block
+    of tasks 0 and 1 is stored, so there is something to rebuild)."""
+    assert_resuming_changes_nothing("selective_lora_crashes_once", SELECTIVE_LORA_CRASHES_ONCE,
+                                    {"epochs": 2, "rank": 2, "sparsity": 0.0}, write_suite, tmp_path)
+    assert all(all(mask) for mask in only_result(tmp_path / "interrupted")["gate_masks"][:2])
 
 
 def start_suite_until_first_checkpoint(config: Path, out: Path) -> subprocess.Popen:

@@ -15,7 +15,7 @@ from benchmark.runtime import Runtime
 from benchmark.streams import build_stream
 from strategies.base import build_strategy, strategy_config
 from strategies.lae import LAE, KVLoRA, Prefix, max_softmax
-from test_slca import assert_resuming_changes_nothing, crashing_once
+from test_checkpoints import assert_resuming_changes_nothing, crashing_once
 
 RUNTIME = Runtime.resolve("cpu", "fp32", progress=False)
 FAST = {"epochs": 2, "batch_size": 32, "freeze_ratio": 0.5}  # one warm-up epoch, one with the PETs training

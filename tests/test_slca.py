@@ -9,10 +9,9 @@ import torch
 from benchmark.config import config_dict
 from benchmark.runtime import Runtime
 from benchmark.streams import build_stream
-from strategies.base import build_strategy, register, strategy_config
+from strategies.base import build_strategy, strategy_config
 from strategies.slca import SLCA
-from test_checkpoints import NUMBERS, only_result
-from test_suite import suite
+from test_checkpoints import assert_resuming_changes_nothing, crashing_once
 
 RUNTIME = Runtime.resolve("cpu", "fp32", progress=False)
 FAST = {"epochs": 1, "batch_size": 64, "ca_epochs": 2, "ca_samples": 32}
@@ -134,34 +133,6 @@ def test_a_domain_incremental_stream_keeps_one_head_and_gets_a_gaussian_per_clas
     assert strategy.heads.sizes.tolist() == [10]
     assert strategy.class_units.tolist() == list(range(10)) * 2
     assert strategy.class_tasks.tolist() == [0] * 10 + [1] * 10
-
-
-def crashing_once(cls: type, name: str) -> type:
-    """Register `name`: strategy `cls` raising at its third task the first time only, like a machine failure."""
-
-    class CrashesOnce(cls):
-        crashes_left = 0
-
-        def train_task(self, task):
-            if task.index == 2 and CrashesOnce.crashes_left > 0:
-                CrashesOnce.crashes_left -= 1
-                raise RuntimeError("simulated crash")
-            super().train_task(task)
-
-    return register(name)(CrashesOnce)
-
-
-def assert_resuming_changes_nothing(name: str, crashing: type, params: dict, write_suite, tmp_path) -> None:
-    """A run of `name` (made by `crashing_once`) interrupted after two tasks and resumed from its checkpoint ends
-    with exactly the numbers of an uninterrupted run."""
-    config = write_suite(strategies={name: params})
-    suite(config, tmp_path / "straight")
-    crashing.crashes_left = 1
-    interrupted = tmp_path / "interrupted"
-    assert suite(config, interrupted) == 1 and only_result(interrupted)["status"] == "failed"
-    assert suite(config, interrupted) == 0
-    resumed, straight = only_result(interrupted), only_result(tmp_path / "straight")
-    assert all(resumed[key] == straight[key] for key in NUMBERS)
 
 
 SLCA_CRASHES_ONCE = crashing_once(SLCA, "slca_crashes_once")
