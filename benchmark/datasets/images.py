@@ -21,6 +21,8 @@ class ImageSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     interpolation: str = "bilinear"
+    crop_pct: float = 1.0  # evaluation: resize the shorter side to size / crop_pct, then centre-crop (timm's convention)
+    crop_mode: str = "center"
 
     @classmethod
     def from_timm(cls, data_config: Mapping[str, Any]) -> ImageSpec:
@@ -30,6 +32,8 @@ class ImageSpec:
             mean=tuple(data_config["mean"]),
             std=tuple(data_config["std"]),
             interpolation=data_config.get("interpolation", "bilinear"),
+            crop_pct=float(data_config.get("crop_pct") or 1.0),
+            crop_mode=data_config.get("crop_mode") or "center",
         )
 
 
