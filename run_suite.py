@@ -1,7 +1,7 @@
 """Run a continual-learning suite: every (backbone, stream, strategy, seed) of a YAML config.
 
     python run_suite.py [--config configs/mini.yaml] [--out DIR] [--seeds 0 1 2] [--strategies a b]
-                        [--streams x y] [--quiet] [--keep-checkpoints]
+                        [--streams x y] [--quiet] [--keep-checkpoints] [--dry-run]
 
 Results land in DIR/runs/<run_id>/result.json (default DIR: results/<config name>); finished runs are skipped on
 a re-run; the leaderboard is rebuilt at the end. Bad input exits with code 2 and one line on stderr.
@@ -29,6 +29,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=None, help="local executor: runs at once in worker processes")
     parser.add_argument("--ray-address", default=None, help="ray executor: 'auto' joins a running cluster")
     parser.add_argument("--submitit-cluster", default=None, help="submitit executor: slurm, local or debug")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the config, data and weights and print the planned runs' sizes; train nothing")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep each run's per-task checkpoint after it finishes (default: removed)")
     return parser.parse_args(argv)
@@ -52,7 +54,10 @@ def main(argv: list[str]) -> int:
         config = select(load_suite(args.config), streams=args.streams, strategies=args.strategies, seeds=args.seeds,
                         executor={k: v for k, v in overrides.items() if v is not None})
         out_dir = args.out or Path("results") / config.name
-        runtime = Runtime.resolve(config.device, config.precision, progress=not args.quiet)
+        runtime = Runtime.resolve(config.device, config.precision, progress=not args.quiet,
+                                  loader_workers=config.loader_workers)
+        if args.dry_run:
+            return print_plan(config, runtime)
         outcome = run_suite(config, out_dir, runtime, keep_checkpoints=args.keep_checkpoints)
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -66,6 +71,15 @@ def main(argv: list[str]) -> int:
             print(f"{status}: {out_dir / 'runs' / run_id / 'result.json'}")
     print(f"results: {out_dir}/runs/  leaderboard: {report.leaderboard}\nreport: {report.html}")
     return 1 if outcome.failed else 0
+
+
+def print_plan(config, runtime) -> int:
+    from benchmark.dryrun import dry_run, plan_table
+
+    runs = dry_run(config, runtime)
+    print(plan_table(runs))
+    print(f"{len(runs)} runs planned; config, weights and data checked (nothing trained)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -162,10 +162,12 @@ class SuiteConfig:
     retention: RetentionConfig = RetentionConfig()
     device: str = "auto"  # auto (cuda if available), cpu, cuda
     precision: str = "auto"  # auto (bf16 autocast on cuda, fp32 on cpu), fp32, bf16
+    loader_workers: int = 0  # processes decoding training images (image-file benchmarks on a GPU: ~8); 0 = in-process
     executor: ExecutorConfig = ExecutorConfig()
 
 
-SUITE_KEYS = ("backbones", "streams", "strategies", "seeds", "retention", "device", "precision", "executor")
+SUITE_KEYS = ("backbones", "streams", "strategies", "seeds", "retention", "device", "precision", "loader_workers",
+              "executor")
 
 
 def _components(raw: Any, key: str) -> tuple[Component, ...]:
@@ -193,6 +195,8 @@ def parse_suite(raw: Any, name: str) -> SuiteConfig:
     require(device in ("auto", "cpu", "cuda"), "device", "one of auto, cpu, cuda", device)
     precision = _coerce(raw.get("precision", "auto"), str, "precision")
     require(precision in ("auto", "fp32", "bf16"), "precision", "one of auto, fp32, bf16", precision)
+    loader_workers = _coerce(raw.get("loader_workers", 0), int, "loader_workers")
+    require(loader_workers >= 0, "loader_workers", ">= 0", loader_workers)
     return SuiteConfig(
         name=name,
         backbones=_components(raw.get("backbones"), "backbones"),
@@ -202,6 +206,7 @@ def parse_suite(raw: Any, name: str) -> SuiteConfig:
         retention=parse_retention(raw.get("retention")),
         device=device,
         precision=precision,
+        loader_workers=loader_workers,
         executor=make_config(ExecutorConfig, raw.get("executor"), "executor"),
     )
 

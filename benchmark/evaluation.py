@@ -1,35 +1,72 @@
-"""Batched, gradient-free evaluation on tensors: accuracy of a prediction function, features of a feature map."""
+"""Batched, gradient-free evaluation: accuracy of a prediction function, features of a feature map.
+
+Images are either a tensor in memory (small test sets: decoded once, evaluated after every task) or a Dataset read
+in batches by the runtime's loader workers on every pass (large ones: CIFAR-100's test split at 224 px is 6 GB of
+floats). `TestSets.of` picks by size, against IN_MEMORY_LIMIT_BYTES.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from benchmark.runtime import Runtime
 
-EVAL_BATCH = 512
+LOAD_BATCH = 512  # items per loader batch when a data set is turned into tensors
+IN_MEMORY_LIMIT_BYTES = 2 * 2**30  # decoded images kept in memory at most (test sets, cached frozen-prefix outputs)
 Fn = Callable[[torch.Tensor], torch.Tensor]
+Images = Union[torch.Tensor, Dataset]  # a tensor of images, or a Dataset of (image, label) items
 
 
-def as_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """All (image, label) items of a data set as two tensors: decoded once, evaluated many times."""
+def as_tensors(dataset: Dataset, runtime: Optional[Runtime] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """All (image, label) items of a data set as two tensors: decoded once (by the runtime's loader workers, if
+    given), evaluated many times."""
+    options = runtime.loader_options(dataset, persistent=False) if runtime else {}
     images, labels = [], []
-    for batch in DataLoader(dataset, batch_size=EVAL_BATCH, shuffle=False, generator=torch.Generator()):
+    for batch in DataLoader(dataset, batch_size=LOAD_BATCH, shuffle=False, generator=torch.Generator(), **options):
         images.append(batch[0])
         labels.append(batch[1])
     return torch.cat(images), torch.cat(labels).long()
 
 
+def labels_of(dataset: Dataset) -> torch.Tensor:
+    """Every item's label, from the `targets` Avalanche and torchvision data sets carry (no image is decoded)."""
+    return torch.as_tensor(list(dataset.targets), dtype=torch.long)
+
+
+def fits_in_memory(dataset: Dataset) -> bool:
+    """Whether all of `dataset`'s images, decoded, take at most IN_MEMORY_LIMIT_BYTES (judged by the first)."""
+    return len(dataset) == 0 or dataset[0][0].nbytes * len(dataset) <= IN_MEMORY_LIMIT_BYTES
+
+
+def decoded_if_small(dataset: Dataset, runtime: Optional[Runtime] = None) -> Images:
+    """The images of `dataset` as one tensor when they fit in memory, else the data set itself (read per pass)."""
+    return as_tensors(dataset, runtime)[0] if fits_in_memory(dataset) else dataset
+
+
+def image_batches(images: Images, runtime: Runtime) -> Iterator[torch.Tensor]:
+    """`images` in batches of `runtime.eval_batch`, in order, on the runtime's device."""
+    if isinstance(images, torch.Tensor):
+        batches: Iterator[torch.Tensor] = (images[start: start + runtime.eval_batch]
+                                           for start in range(0, len(images), runtime.eval_batch))
+    else:
+        loader = DataLoader(images, batch_size=runtime.eval_batch, shuffle=False,
+                            **runtime.loader_options(images, persistent=False))
+        batches = (batch[0] for batch in loader)
+    for batch in batches:
+        yield batch.to(runtime.device, non_blocking=True)
+
+
 @torch.no_grad()
-def apply(fn: Fn, images: torch.Tensor, runtime: Runtime, reduce: Fn = lambda out: out.float()) -> torch.Tensor:
+def apply(fn: Fn, images: Images, runtime: Runtime, reduce: Fn = lambda out: out.float()) -> torch.Tensor:
     """`reduce(fn(batch))` over all images in full batches, concatenated on the runtime's device."""
     outputs = []
-    for start in range(0, len(images), EVAL_BATCH):
+    for batch in image_batches(images, runtime):
         with runtime.autocast():
-            outputs.append(reduce(fn(images[start: start + EVAL_BATCH].to(runtime.device, non_blocking=True))))
+            outputs.append(reduce(fn(batch)))
     return torch.cat(outputs)
 
 
@@ -43,36 +80,48 @@ def predicted_labels(logits: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class TestSets:
     """Several test sets scored as one: concatenated once, predicted in full batches (a stream's small per-task sets
-    would otherwise make many small batches), accuracy split per set."""
+    would otherwise make many small batches), accuracy split per set. Images in memory when they fit."""
 
-    images: torch.Tensor
+    images: Images
     labels: torch.Tensor
     sizes: tuple[int, ...]
 
     @classmethod
-    def of(cls, datasets: Sequence[Dataset]) -> "TestSets":
-        pairs = [as_tensors(dataset) for dataset in datasets]
-        return cls(torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs]), tuple(len(y) for _, y in pairs))
+    def of(cls, datasets: Sequence[Dataset], runtime: Optional[Runtime] = None) -> "TestSets":
+        sizes = tuple(len(dataset) for dataset in datasets)
+        everything = ConcatDataset(datasets)
+        if fits_in_memory(everything):
+            images, labels = as_tensors(everything, runtime)
+            return cls(images, labels, sizes)
+        return cls(everything, torch.cat([labels_of(dataset) for dataset in datasets]), sizes)
+
+    def first_image(self) -> torch.Tensor:
+        return self.images[0] if isinstance(self.images, torch.Tensor) else self.images[0][0]
+
+    def part(self, index: int) -> Images:
+        """The images of set `index`."""
+        start = sum(self.sizes[:index])
+        if isinstance(self.images, torch.Tensor):
+            return self.images[start: start + self.sizes[index]]
+        return Subset(self.images, range(start, start + self.sizes[index]))
 
     def accuracies(self, predict: Fn, runtime: Runtime) -> list[float]:
         """Top-1 accuracy (%) of `predict` (logits) on each set; labels beyond the logits count as wrong."""
         correct = (apply(predict, self.images, runtime, predicted_labels).cpu() == self.labels).float()
         return [100.0 * float(part.mean()) for part in correct.split(list(self.sizes))]
 
-
     def task_aware_accuracies(self, predict: Callable[..., torch.Tensor], runtime: Runtime) -> list[float]:
         """Accuracy (%) on each set j of `predict(x, task_id=j)`: the task identity given at test time."""
-        starts = [sum(self.sizes[:j]) for j in range(len(self.sizes))]
-        return [accuracy(lambda x, j=j: predict(x, task_id=j), self.images[start: start + size],
-                         self.labels[start: start + size], runtime)
-                for j, (start, size) in enumerate(zip(starts, self.sizes))]
+        labels = self.labels.split(list(self.sizes))
+        return [accuracy(lambda x, j=j: predict(x, task_id=j), self.part(j), labels[j], runtime)
+                for j in range(len(self.sizes))]
 
 
-def accuracy(predict: Fn, images: torch.Tensor, labels: torch.Tensor, runtime: Runtime) -> float:
+def accuracy(predict: Fn, images: Images, labels: torch.Tensor, runtime: Runtime) -> float:
     """Top-1 accuracy (%) of `predict` (logits) on one set."""
     return TestSets(images, labels, (len(labels),)).accuracies(predict, runtime)[0]
 
 
-def embed(features: Fn, images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+def embed(features: Fn, images: Images, runtime: Runtime) -> torch.Tensor:
     """`features` of every image, as one float tensor on the runtime's device."""
     return apply(features, images, runtime)

@@ -7,6 +7,14 @@
   study measures ImageNet retention of a fine-tuned DINO ViT: L2-normalised features of the adapted backbone for a
   memory bank of pre-training-domain training images and for the eval images; each eval image takes its k most
   cosine-similar bank images, whose labels vote with weight exp(similarity / temperature). No original head needed.
+- `zeroshot`: CLIP's zero-shot classifier (Radford et al., 2021; open_clip's `build_zero_shot_classifier`): each
+  class embedded by the text tower as the normalised mean of its normalised prompt embeddings (OpenAI's 80 ImageNet
+  templates, or one), computed once (the text tower never trains); an image's class is the most cosine-similar one
+  to its embedding, the strategy's current features through the backbone's original projection head. CLIP
+  backbones only.
+
+A protocol that does not apply to a backbone (`head` without a classifier over the pre-training classes, `zeroshot`
+without a text tower) is a configuration error when the run's retention is built, before any training.
 
 A protocol is a builder `(params, backbone, eval_set, runtime) -> score(strategy, eval_features)` registered with
 its hyper-parameter dataclass, as streams and backbones are; a suite may select several, and they share one pass of
@@ -21,10 +29,12 @@ from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
+from open_clip import OPENAI_IMAGENET_TEMPLATES
 from torch import nn
 
-from benchmark.backbones import Backbone, PretrainEvalSet
+from benchmark.backbones import Backbone, PretrainEvalSet, Template
 from benchmark.config import require
+from benchmark.errors import ConfigError
 from benchmark.evaluation import embed, predicted_labels
 from benchmark.registry import BuilderRegistry
 from benchmark.runtime import Runtime
@@ -40,9 +50,22 @@ class HeadParams:
     """No hyper-parameters: the backbone's own classifier decides."""
 
 
+def original_head(backbone: Backbone, runtime: Runtime) -> nn.Module:
+    """A frozen copy of the backbone's pre-training classifier (or projection), on the runtime's device."""
+    return copy.deepcopy(backbone.model.get_classifier()).to(runtime.device).eval()
+
+
 @register_protocol("head", HeadParams)
 def head_protocol(params: HeadParams, backbone: Backbone, eval_set: PretrainEvalSet, runtime: Runtime) -> Scorer:
-    head: nn.Module = copy.deepcopy(backbone.model.get_classifier()).to(runtime.device).eval()
+    if not backbone.head_classifies_pretrain_data:
+        instead = "knn or zeroshot" if backbone.text_tower else "knn"
+        raise ConfigError(f"retention.protocols.head: backbone {backbone.name!r} has no classifier over its "
+                          f"pre-training classes ({eval_set.name}); use {instead}")
+    head = original_head(backbone, runtime)
+    outputs = getattr(head, "out_features", 0)
+    if outputs != len(eval_set.class_names):
+        raise ConfigError(f"retention.protocols.head: the head of {backbone.name!r} predicts {outputs} classes but "
+                          f"{eval_set.name} holds {len(eval_set.class_names)}; use the full data set, or knn")
 
     def score(strategy: Strategy, features: torch.Tensor) -> float:
         with torch.no_grad(), runtime.autocast():
@@ -85,6 +108,40 @@ def knn_protocol(params: KnnParams, backbone: Backbone, eval_set: PretrainEvalSe
         predicted = knn_predict(bank, bank_set.labels.to(bank.device), features, params.k, params.temperature,
                                 num_classes)
         return percent_correct(predicted.cpu(), eval_set.labels)
+
+    return score
+
+
+TEMPLATES: dict[str, tuple[Template, ...]] = {
+    "openai": tuple(OPENAI_IMAGENET_TEMPLATES),  # CLIP's 80 ImageNet prompts ("a bad photo of a {c}.", ...)
+    "simple": (lambda c: f"a photo of a {c}.",),
+}
+
+
+@dataclass(frozen=True)
+class ZeroshotParams:
+    templates: str = "openai"  # prompt set: openai (80 prompts, CLIP's ImageNet protocol) or simple (one)
+
+    def __post_init__(self) -> None:
+        require(self.templates in TEMPLATES, "templates", f"one of {', '.join(TEMPLATES)}", self.templates)
+
+
+@register_protocol("zeroshot", ZeroshotParams)
+def zeroshot_protocol(params: ZeroshotParams, backbone: Backbone, eval_set: PretrainEvalSet,
+                      runtime: Runtime) -> Scorer:
+    if backbone.text_tower is None:
+        instead = "head or knn" if backbone.head_classifies_pretrain_data else "knn"
+        raise ConfigError(f"retention.protocols.zeroshot: backbone {backbone.name!r} has no text tower (CLIP "
+                          f"backbones only, e.g. clip-vit-b16); use {instead}")
+    classes = backbone.text_tower.classifier(eval_set.class_names, TEMPLATES[params.templates],
+                                             runtime.device).to(runtime.device)
+    projection = original_head(backbone, runtime)
+
+    def score(strategy: Strategy, features: torch.Tensor) -> float:
+        with torch.no_grad(), runtime.autocast():
+            embeddings = projection(features)
+        similarity = F.normalize(embeddings.float(), dim=-1) @ classes
+        return percent_correct(predicted_labels(similarity).cpu(), eval_set.labels)
 
     return score
 

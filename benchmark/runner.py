@@ -50,7 +50,7 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
     backbone = backbone or build_backbone(spec.backbone, **spec.backbone_params)
     stream = build_stream(spec.stream, spec.seed, image_spec=backbone.image_spec, **spec.stream_params)
     retention = build_retention(spec.retention, backbone, runtime)
-    tests = TestSets.of([task.test for task in stream.tasks])
+    tests = TestSets.of([task.test for task in stream.tasks], runtime)
 
     seed_everything(spec.seed)
     strategy = build_strategy(spec.strategy, spec.strategy_params, copy.deepcopy(backbone.model), runtime)
@@ -80,7 +80,7 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
 
     matrix, retained = progress.matrix, progress.retained
     test_sizes = list(tests.sizes)
-    cost = {**costs.parameter_counts(strategy), "flops_per_image": costs.flops_per_image(strategy, tests.images[0]),
+    cost = {**costs.parameter_counts(strategy), "flops_per_image": costs.flops_per_image(strategy, tests.first_image()),
             "train_s": progress.train_s, "eval_s": progress.eval_s, "wall_time_s": _clock(runtime) - started,
             **costs.peak_memory_mb(runtime.device)}
     extra = strategy.report()

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Optional, TypeVar
+from typing import Any, Iterable, Iterator, Optional, TypeVar
 
 import torch
+from torch.utils.data import Dataset, TensorDataset
 from tqdm.auto import tqdm
 
 T = TypeVar("T")
+
+# Evaluation batch per device type: a GPU wants large batches; on a CPU a batch whose activations stay in cache is
+# faster per image (vit-mini on 2 cores, fp32: 2.2 ms per image in batches of 64, 2.6 ms in batches of 512).
+EVAL_BATCH = {"cuda": 512, "cpu": 64}
 
 
 @dataclass(frozen=True)
@@ -17,9 +22,11 @@ class Runtime:
     device: torch.device
     amp_dtype: Optional[torch.dtype] = None  # bf16 autocast on GPU by default; None = fp32
     progress: bool = True
+    loader_workers: int = 0  # worker processes of data loaders over data decoded on access (image files)
 
     @classmethod
-    def resolve(cls, device: str = "auto", precision: str = "auto", progress: bool = True) -> Runtime:
+    def resolve(cls, device: str = "auto", precision: str = "auto", progress: bool = True,
+                loader_workers: int = 0) -> Runtime:
         """'auto' device picks CUDA when present; 'auto' precision is bf16 autocast on CUDA and fp32 on CPU."""
         if device == "cuda" and not torch.cuda.is_available():
             from benchmark.errors import ConfigError
@@ -28,7 +35,19 @@ class Runtime:
         chosen = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                               "cpu" if device == "auto" else device)
         bf16 = precision == "bf16" or (precision == "auto" and chosen.type == "cuda")
-        return cls(chosen, torch.bfloat16 if bf16 else None, progress)
+        return cls(chosen, torch.bfloat16 if bf16 else None, progress, loader_workers)
+
+    @property
+    def eval_batch(self) -> int:
+        """Images per batch in gradient-free passes (evaluation, feature caching)."""
+        return EVAL_BATCH.get(self.device.type, EVAL_BATCH["cpu"])
+
+    def loader_options(self, data: Dataset, persistent: bool) -> dict[str, Any]:
+        """DataLoader settings: worker processes unless `data` is already tensors in memory (a worker would only
+        copy them), kept alive across epochs when `persistent`; pinned host memory for a CUDA device."""
+        workers = 0 if isinstance(data, TensorDataset) else self.loader_workers
+        return {"num_workers": workers, "persistent_workers": persistent and workers > 0,
+                "pin_memory": self.device.type == "cuda"}
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:

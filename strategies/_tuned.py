@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from benchmark.streams import Task
 from strategies._heads import GrowingClassifier
-from strategies._loop import Stage, fit, frozen_prefix_data, task_cross_entropy
+from strategies._loop import Stage, fit, frozen_prefix_data, task_cross_entropy, training_data
 from strategies._vit import prefix_stage, suffix_stage
 from strategies.base import Strategy
 
@@ -46,7 +46,7 @@ class TunedBackbone(Strategy):
             return frozen_prefix_data(self.features, task, self.runtime)
         cut = frozen_blocks(self.backbone)
         if cut == 0:
-            return task.train, self.features
+            return training_data(task, self.runtime), self.features
         data, prefix = frozen_prefix_data(prefix_stage(self.backbone, cut), task, self.runtime)
         suffix = suffix_stage(self.backbone, cut)
         return data, lambda x: suffix(prefix(x))

@@ -67,7 +67,7 @@ from benchmark.config import apply_preset, require
 from benchmark.errors import ConfigError
 from benchmark.streams import Task
 from strategies._heads import TaskHeads
-from strategies._loop import check_finite, run_epoch, shuffled_batches, task_cross_entropy
+from strategies._loop import check_finite, run_epoch, shuffled_batches, task_cross_entropy, training_data
 from strategies.base import Strategy, register
 
 PRESETS = {
@@ -267,7 +267,8 @@ class LAE(Strategy):
             self.copy_online_to_offline()
         trainable = [p for p in self.heads.parameters() if p.requires_grad] + list(self.online.parameters())
         optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=0.0)
-        batches = shuffled_batches(task.train, config.batch_size, self.runtime, drop_last=True)
+        batches = shuffled_batches(training_data(task, self.runtime), config.batch_size, self.runtime,
+                                   drop_last=True)
         loss = lambda x, y: task_cross_entropy(self(x), y, task, "local")  # noqa: E731
         accumulate = self.accumulate if task.index >= 1 else None
         self.train()

@@ -22,8 +22,8 @@ each choice below is TAPS's or ours (`../shared/reference/strategies.md`, sectio
   into the weights in eval mode, so zero FLOPs overhead) gives the accuracy matrix and the retention numbers;
   task-aware (`predict(x, task_id=t)`: task t's active blocks only) reproduces the network as it was at the end of
   task t and gives `accuracy_matrix_task_aware` (the head still scores every class seen: the task id selects blocks,
-  not classes, so this is not task-incremental evaluation). In task-aware mode the untouched pre-trained backbone also remains
-  available, so its retention would be the backbone's own: the result's `retention_mode` says which mode the
+  not classes, so this is not task-incremental evaluation). In task-aware mode the untouched pre-trained backbone
+  also remains available, so its retention would be the backbone's own: the result's `retention_mode` says which mode the
   retention numbers come from.
 """
 

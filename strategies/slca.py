@@ -64,7 +64,7 @@ from benchmark.config import apply_preset, require
 from benchmark.errors import ConfigError
 from benchmark.streams import Task
 from strategies._heads import TaskHeads
-from strategies._loop import check_finite, run_epoch, shuffled_batches, task_cross_entropy
+from strategies._loop import check_finite, run_epoch, shuffled_batches, task_cross_entropy, training_data
 from strategies.base import Strategy, register
 
 PRESETS = {
@@ -158,7 +158,7 @@ class SLCA(Strategy):
         optimizer = torch.optim.SGD(self.slow_learner_groups(), lr=config.lr, momentum=config.momentum,
                                     weight_decay=config.weight_decay)
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), gamma=config.lr_decay)
-        batches = shuffled_batches(task.train, config.batch_size, self.runtime)
+        batches = shuffled_batches(training_data(task, self.runtime), config.batch_size, self.runtime)
         loss = lambda x, y: task_cross_entropy(self.predict(x), y, task, "local")  # noqa: E731
         self.train()
         for epoch in self.runtime.bar(range(config.epochs), desc=f"SLCA slow learner {task.name}"):
@@ -190,7 +190,7 @@ class SLCA(Strategy):
     def training_features(self, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
         """Features (float64, computed in float32 without autocast) and labels of every training image of `task`."""
         features, labels = [], []
-        for images, batch_labels in DataLoader(task.train, batch_size=256, shuffle=False):
+        for images, batch_labels in DataLoader(task.train, batch_size=self.runtime.eval_batch, shuffle=False):
             features.append(self.features(images.to(self.runtime.device)).double())
             labels.append(batch_labels.to(self.runtime.device))
         return torch.cat(features), torch.cat(labels)

@@ -12,7 +12,8 @@ SPEC = ImageSpec((1, 28, 28), (0.5,), (0.5,))
 
 
 def test_unknown_stream_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match="unknown stream 'split-mnist'; valid: mini-domain-digits, mini-split-digits"):
+    with pytest.raises(ConfigError, match="unknown stream 'split-mnist'; valid: domain-folders, domain-imagenet-r, "
+                                          "mini-domain-digits, mini-split-digits, split-cifar100, split-imagenet-r"):
         build_stream("split-mnist", image_spec=SPEC)
 
 
@@ -22,10 +23,11 @@ def test_unknown_strategy_lists_the_valid_ones():
 
 
 def test_unknown_backbone_and_protocol_list_the_valid_ones():
-    with pytest.raises(ConfigError, match="unknown backbone 'vit-huge'; valid: vit-mini"):
+    with pytest.raises(ConfigError, match="unknown backbone 'vit-huge'; valid: clip-vit-b16, vit-mini, "
+                                          "vit_base_patch16_224.augreg_in21k, .* or any pretrained timm"):
         build_backbone("vit-huge")
-    with pytest.raises(ConfigError, match="unknown retention protocol 'zeroshot'; valid: head, knn"):
-        PROTOCOLS.get("zeroshot")
+    with pytest.raises(ConfigError, match="unknown retention protocol 'linear_probe'; valid: head, knn, zeroshot"):
+        PROTOCOLS.get("linear_probe")
 
 
 def test_missing_checkpoint_says_how_to_regenerate(tmp_path):
@@ -38,3 +40,18 @@ def test_bad_stream_parameter_names_the_key():
         build_stream("mini-split-digits", image_spec=SPEC, n_tasks=3)
     with pytest.raises(ConfigError, match=r"streams.mini-domain-digits.domains: must be distinct names"):
         build_stream("mini-domain-digits", image_spec=SPEC, domains=["clean", "sepia"])
+
+
+def test_variant_labels_name_several_settings_of_one_strategy():
+    from benchmark.config import parse_suite
+    from benchmark.suite import plan_runs
+
+    raw = {"backbones": {"vit-mini": {}}, "streams": {"mini-split-digits": {}},
+           "strategies": {"lora@r4": {"rank": 4}, "lora@r16": {"rank": 16}}}
+    specs = plan_runs(parse_suite(raw, "variants"), Runtime.resolve("cpu", "fp32", False))
+    assert {s.strategy: s.strategy_params["rank"] for s in specs} == {"lora@r4": 4, "lora@r16": 16}
+    assert len({s.run_id for s in specs}) == 2
+    with pytest.raises(ConfigError, match=r"unknown strategy 'lorax@r4'; valid:"):
+        plan_runs(parse_suite({**raw, "strategies": {"lorax@r4": {}}}, "variants"), Runtime.resolve("cpu"))
+    with pytest.raises(ConfigError, match=r"strategies.lora@r4.rank: must be >= 1"):
+        plan_runs(parse_suite({**raw, "strategies": {"lora@r4": {"rank": 0}}}, "variants"), Runtime.resolve("cpu"))

@@ -21,7 +21,7 @@ class ImageSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     interpolation: str = "bilinear"
-    crop_pct: float = 1.0  # evaluation: resize the shorter side to size / crop_pct, then centre-crop (timm's convention)
+    crop_pct: float = 1.0  # evaluation: resize the shorter side to size / crop_pct, then centre-crop (timm)
     crop_mode: str = "center"
 
     @classmethod

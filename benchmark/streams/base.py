@@ -7,6 +7,10 @@ Labels inside a stream are output units: in class-incremental streams the origin
 that task t's classes get the next free units (0, 1 for task 0, then 2, 3, ...), as Avalanche's
 `class_ids_from_zero_from_first_exp` does; `Task.classes` keeps the original ids and `Stream.class_order` the
 seeded permutation.
+
+The builders take each split either as an (images, labels) pair of ready tensors (small data sets, decoded once) or
+as a torch Dataset with a `targets` attribute (image files decoded on access, torchvision data sets); class-incremental
+streams relabel a Dataset through `Relabelled`, which keeps its items' images and maps their labels.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ from avalanche.benchmarks.utils import as_classification_dataset
 from torch.utils.data import Dataset, TensorDataset
 
 from benchmark.config import require
-from benchmark.errors import ConfigError
 from benchmark.datasets.images import ImageSpec
+from benchmark.errors import ConfigError, UserInputError
 from benchmark.registry import BuilderRegistry
 
 CLASS_INCREMENTAL = "class-incremental"
@@ -62,22 +66,62 @@ class LabelledTensors(TensorDataset):
         self.targets = labels
 
 
+class Relabelled(Dataset):
+    """The items of a Dataset with a `targets` attribute, each label `c` replaced by `units[c]`; `targets` too."""
+
+    def __init__(self, dataset: Dataset, units: torch.Tensor) -> None:
+        self.dataset = dataset
+        self.targets = units[torch.as_tensor(dataset.targets, dtype=torch.long)]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image, _ = self.dataset[index]
+        return image, int(self.targets[index])
+
+
+Split = tuple[torch.Tensor, torch.Tensor] | Dataset  # (images, labels) tensors, or a Dataset with `targets`
+
+
+def labelled(split: Split, units: torch.Tensor | None = None) -> Dataset:
+    """`split` as a Dataset with `targets`, its labels mapped through `units` (class id -> output unit) if given."""
+    if isinstance(split, tuple):
+        images, labels = split
+        return LabelledTensors(images, labels if units is None else units[labels])
+    if not hasattr(split, "targets"):
+        raise TypeError(f"{type(split).__name__} has no `targets`: a stream needs every item's class up front")
+    return split if units is None else Relabelled(split, units)
+
+
 def seeded_class_order(num_classes: int, seed: int) -> list[int]:
     """The field's convention (PyCIL, SLCA): `np.random.seed(seed); np.random.permutation(C)`."""
     return np.random.RandomState(seed).permutation(num_classes).tolist()
 
 
-def class_incremental(name: str, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
-                      n_tasks: int, seed: int, class_names: Sequence[str]) -> Stream:
-    """Split the classes into `n_tasks` equal groups in a seeded order; labels become output units."""
+def _require_every_class(name: str, datasets: Mapping[str, Dataset], unit_names: Sequence[str]) -> None:
+    """Each split must hold every output unit's class (Avalanche splits train and test by the same classes)."""
+    for split, dataset in datasets.items():
+        missing = sorted(set(range(len(unit_names))) - set(torch.as_tensor(dataset.targets).tolist()))
+        if missing:
+            raise UserInputError(f"{name}: the {split} split has no images of class(es) "
+                                 f"{', '.join(unit_names[u] for u in missing[:10])}; every class needs train and "
+                                 "test images")
+
+
+def class_incremental(name: str, train: Split, test: Split, n_tasks: int, seed: int, class_names: Sequence[str],
+                      *, augmented: bool = False) -> Stream:
+    """Split the classes into `n_tasks` equal groups in a seeded order; labels become output units.
+    `augmented`: the train split's transform is random (tasks say so, and no frozen prefix is cached)."""
     num_classes = len(class_names)
     require(1 <= n_tasks <= num_classes and num_classes % n_tasks == 0, "n_tasks",
             f"a divisor of the {num_classes} classes", n_tasks)
     order = seeded_class_order(num_classes, seed)
     unit_of_class = torch.empty(num_classes, dtype=torch.long)
     unit_of_class[torch.tensor(order)] = torch.arange(num_classes)
-    datasets = {split: as_classification_dataset(LabelledTensors(x, unit_of_class[y]))
-                for split, (x, y) in (("train", train), ("test", test))}
+    relabelled = {"train": labelled(train, unit_of_class), "test": labelled(test, unit_of_class)}
+    _require_every_class(name, relabelled, [class_names[c] for c in order])
+    datasets = {split: as_classification_dataset(dataset) for split, dataset in relabelled.items()}
     benchmark = class_incremental_benchmark(datasets, class_order=list(range(num_classes)), num_experiences=n_tasks)
     per_task = num_classes // n_tasks
     tasks = []
@@ -85,20 +129,20 @@ def class_incremental(name: str, train: tuple[torch.Tensor, torch.Tensor], test:
         labels = tuple(sorted(train_exp.classes_in_this_experience))
         classes = tuple(order[unit] for unit in labels)
         tasks.append(Task(index, f"task{index}:" + ",".join(class_names[c] for c in classes), classes, labels,
-                          (index + 1) * per_task, train_exp.dataset, test_exp.dataset))
+                          (index + 1) * per_task, train_exp.dataset, test_exp.dataset, augmented))
     return Stream(name, CLASS_INCREMENTAL, tuple(tasks), tuple(order), tuple(class_names), benchmark)
 
 
-def domain_incremental(name: str, domains: Mapping[str, tuple[tuple[torch.Tensor, torch.Tensor],
-                                                              tuple[torch.Tensor, torch.Tensor]]],
-                       class_names: Sequence[str]) -> Stream:
-    """One task per domain, in the mapping's order; every task has all classes."""
-    train_sets = [as_classification_dataset(LabelledTensors(*train)) for train, _ in domains.values()]
-    test_sets = [as_classification_dataset(LabelledTensors(*test)) for _, test in domains.values()]
+def domain_incremental(name: str, domains: Mapping[str, tuple[Split, Split]], class_names: Sequence[str],
+                       *, augmented: bool = False) -> Stream:
+    """One task per domain (name -> (train, test)), in the mapping's order; every task has all classes.
+    `augmented` as in `class_incremental`."""
+    train_sets = [as_classification_dataset(labelled(train)) for train, _ in domains.values()]
+    test_sets = [as_classification_dataset(labelled(test)) for _, test in domains.values()]
     benchmark = benchmark_from_datasets(train=train_sets, test=test_sets)
     everything = tuple(range(len(class_names)))
     tasks = tuple(
-        Task(index, domain, everything, everything, len(class_names), train_exp.dataset, test_exp.dataset)
+        Task(index, domain, everything, everything, len(class_names), train_exp.dataset, test_exp.dataset, augmented)
         for index, (domain, train_exp, test_exp) in enumerate(zip(domains, benchmark.train_stream,
                                                                     benchmark.test_stream)))
     return Stream(name, DOMAIN_INCREMENTAL, tasks, everything, tuple(class_names), benchmark)

@@ -1,29 +1,25 @@
-"""Backbone registry: a pre-trained timm ViT with its original head, its input format and its pre-training domain.
-
-Every backbone honours timm's model contract (`forward_features`, `forward_head`, `get_classifier`,
-`reset_classifier`), which is all the strategies and the retention protocols use.
-"""
+"""vit-mini: a small ViT pre-trained on Fashion-MNIST by this project (`python -m benchmark.pretrain`), the backbone
+of the mini benchmark, whose weights ship with the repository."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import timm
-from safetensors import SafetensorError
-import torch
 from timm.data import resolve_data_config
 from torch import nn
 
+from benchmark.backbones.base import WEIGHTS_ERRORS, Backbone, PretrainEvalSet, one_line, register_backbone
 from benchmark.config import require
-from benchmark.datasets.fashion_mnist import CLASS_NAMES, DEBIAN_DIR, DEFAULT_DATA_DIR, load_fashion_mnist, seeded_subset
+from benchmark.datasets.fashion_mnist import (CLASS_NAMES, DEBIAN_DIR, DEFAULT_DATA_DIR, load_fashion_mnist,
+                                             seeded_subset)
 from benchmark.datasets.images import ImageSpec, to_backbone_input
 from benchmark.errors import ConfigError
-from benchmark.registry import BuilderRegistry
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
 VIT_MINI_CHECKPOINT = ASSETS / "vit-mini.safetensors"
 
 # vit-mini: ViT-Tiny's width and heads, 6 blocks, on 28x28 grey-scale input (Fashion-MNIST's own size) in 4x4 patches:
@@ -32,40 +28,6 @@ VIT_MINI_ARCH: dict[str, Any] = dict(
     img_size=28, patch_size=4, in_chans=1, embed_dim=192, depth=6, num_heads=3, num_classes=len(CLASS_NAMES)
 )
 VIT_MINI_IMAGE = dict(input_size=(1, 28, 28), mean=(0.2860,), std=(0.3530,), interpolation="bilinear")
-
-
-@dataclass(frozen=True)
-class PretrainEvalSet:
-    """Images and labels from the pre-training domain (a seeded subset of one split), in the backbone's input
-    format: the test split is scored, the train split is the k-NN memory bank."""
-
-    name: str
-    images: torch.Tensor
-    labels: torch.Tensor
-    class_names: tuple[str, ...]
-
-
-@dataclass
-class Backbone:
-    """A pre-trained model (with its pre-training head) and how to evaluate it on its pre-training domain."""
-
-    name: str
-    model: nn.Module
-    image_spec: ImageSpec
-    pretrain_data: Callable[[str, int, int], PretrainEvalSet] = field(repr=False)  # (split, size, seed) -> subset
-
-
-BACKBONES = BuilderRegistry("backbone", "backbones")  # name -> (params dataclass, builder(params) -> Backbone)
-register_backbone = BACKBONES.register_builder
-
-
-def backbone_params(name: str, raw: Mapping[str, Any]) -> Any:
-    """Validate a backbone's hyper-parameters without loading it."""
-    return BACKBONES.params(name, raw)
-
-
-def build_backbone(name: str, **raw: Any) -> Backbone:
-    return BACKBONES.builder(name)(BACKBONES.params(name, raw))
 
 
 @dataclass(frozen=True)
@@ -122,14 +84,13 @@ def fashion_mnist_data(params: VitMiniParams, spec: ImageSpec) -> Callable[[str,
 
 
 @register_backbone("vit-mini", VitMiniParams)
-def vit_mini(params: VitMiniParams) -> Backbone:
+def vit_mini(params: VitMiniParams, weights: bool = True) -> Backbone:
     """ViT pre-trained on Fashion-MNIST by this project (see benchmark/assets/vit-mini.json for the recipe)."""
     try:
         arch = {k: v for k, v in read_card(params.checkpoint_path)["architecture"].items() if k != "timm_model"}
-        model = create_vit_mini(params.checkpoint_path, arch)
-    except (RuntimeError, OSError, KeyError, ValueError, SafetensorError) as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise ConfigError(f"backbones.vit-mini.checkpoint: cannot load {params.checkpoint_path!r} ({first_line}); "
+        model = create_vit_mini(params.checkpoint_path if weights else None, arch)
+    except WEIGHTS_ERRORS as error:
+        raise ConfigError(f"backbones.vit-mini.checkpoint: cannot load {params.checkpoint_path!r} ({one_line(error)}); "
                           "regenerate it with `python -m benchmark.pretrain`") from None
     spec = ImageSpec.from_timm(resolve_data_config(model=model))
     return Backbone("vit-mini", model.eval(), spec, fashion_mnist_data(params, spec))

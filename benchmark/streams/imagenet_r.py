@@ -1,0 +1,93 @@
+"""ImageNet-R streams (data: benchmark/datasets/imagenet_r.py, `<data_dir>/imagenet-r`).
+
+- `split-imagenet-r`: class-incremental, the 200 classes in `n_tasks` equal groups (10 x 20 by default, as
+  DualPrompt, CODA-Prompt and SLCA report) in a seeded class order; train/test a seeded random split of all images
+  (`test_fraction` 0.2, `split_seed`; the field's papers also split at random 80/20, each with its own draw).
+- `domain-imagenet-r`: domain-incremental over renditions; every task has all 200 classes as outputs (a rendition
+  need not hold images of every class). `domains` is the task order, a list of groups, each a rendition or a list
+  of renditions forming one task (named `a+b`); by default one task per rendition in RENDITIONS' (alphabetical)
+  order: art, cartoon, deviantart, embroidery, graffiti, graphic, misc, origami, painting, sculpture, sketch,
+  sticker, tattoo, toy, videogame. Each rendition is split 80/20 on its own, so a file's side of the split does not
+  depend on how renditions are grouped.
+
+The split does not move with the run's seed (only the class order does). Train images go through `augment`
+(`rrc_flip` by default), test images through the backbone's eval pipeline. `download` defaults to false so that a
+suite never reaches the network unasked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from benchmark.config import require
+from benchmark.datasets.files import data_path, require_augment, require_test_fraction, split_datasets
+from benchmark.datasets.imagenet_r import FOLDER, RENDITIONS, load_imagenet_r
+from benchmark.datasets.images import ImageSpec
+from benchmark.errors import DatasetMissingError
+from benchmark.streams.base import Stream, class_incremental, domain_incremental, register_stream
+
+
+@dataclass(frozen=True)
+class ImagenetRParams:
+    data_dir: str = ""  # the folder holding imagenet-r/; "" = $CL_BENCH_DATA or ./data
+    download: bool = False  # fetch and extract the 2.1 GB archive when the folder is missing
+    test_fraction: float = 0.2  # share of the images held out for testing
+    split_seed: int = 0  # fixes the train/test split across runs
+    augment: str = "rrc_flip"  # train augmentation: none or rrc_flip
+
+    def __post_init__(self) -> None:
+        require_test_fraction(self.test_fraction)
+        require_augment(self.augment)
+
+
+@dataclass(frozen=True)
+class SplitImagenetRParams(ImagenetRParams):
+    n_tasks: int = 10  # tasks; must divide the number of classes (200)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.n_tasks >= 1, "n_tasks", ">= 1", self.n_tasks)
+
+
+def rendition_groups(raw: Any) -> tuple[tuple[str, ...], ...]:
+    """`domains` as groups of renditions: a name alone is a group of one; no rendition may appear twice."""
+    groups = tuple((g,) if isinstance(g, str) else tuple(g) if isinstance(g, (list, tuple)) else () for g in raw)
+    names = [name for group in groups for name in group]
+    require(len(groups) >= 1 and all(groups) and all(isinstance(name, str) for name in names)
+            and set(names) <= set(RENDITIONS) and len(set(names)) == len(names),
+            "domains", f"a non-empty list whose items are a rendition or a list of renditions, each rendition used "
+            f"once, from {', '.join(RENDITIONS)}", raw)
+    return groups
+
+
+@dataclass(frozen=True)
+class DomainImagenetRParams(ImagenetRParams):
+    domains: tuple[Any, ...] = tuple((name,) for name in RENDITIONS)  # task order; groups of renditions
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "domains", rendition_groups(self.domains))
+
+
+@register_stream("split-imagenet-r", SplitImagenetRParams)
+def split_imagenet_r(params: SplitImagenetRParams, *, seed: int, image_spec: ImageSpec) -> Stream:
+    data = load_imagenet_r(data_path(params.data_dir), params.download)
+    train, test = split_datasets([data.files], params.test_fraction, params.split_seed, image_spec, params.augment)
+    return class_incremental("split-imagenet-r", train, test, params.n_tasks, seed, data.wnids,
+                             augmented=params.augment != "none")
+
+
+@register_stream("domain-imagenet-r", DomainImagenetRParams)
+def domain_imagenet_r(params: DomainImagenetRParams, *, seed: int, image_spec: ImageSpec) -> Stream:
+    """Domain order is fixed by `domains`; the seed only matters for training."""
+    data = load_imagenet_r(data_path(params.data_dir), params.download)
+    present = set(data.renditions)
+    absent = [name for group in params.domains for name in group if name not in present]
+    if absent:
+        raise DatasetMissingError(f"no ImageNet-R images of rendition(s) {', '.join(absent)} in "
+                                  f"{data_path(params.data_dir) / FOLDER}")
+    domains = {"+".join(group): split_datasets([data.of_renditions([name]) for name in group], params.test_fraction,
+                                               params.split_seed, image_spec, params.augment)
+               for group in params.domains}
+    return domain_incremental("domain-imagenet-r", domains, data.wnids, augmented=params.augment != "none")

@@ -1,0 +1,314 @@
+"""Throughput of one job done three ways, and how close the suite gets to the hardware.
+
+    python benchmarks/throughput.py [--strategy full_ft] [--stream mini-split-digits] [--config configs/mini.yaml]
+                                    [--repeats 3] [--device auto] [--precision auto] [--json]
+
+The job: train `strategy` through `stream` on the config's backbone, and after every task evaluate every task's
+test set (the T x T accuracy matrix) and the retained accuracy on the pre-training domain (the backbone's original
+head on a fixed subset, before training and after each task). It is done by
+  (a) the suite's runner (`benchmark.runner.run`, as `run_suite.py` calls it; without checkpoints);
+  (b) a bare PyTorch loop written out below: tensors in memory, one shuffled permutation per epoch, the same
+      optimizer, schedule, loss and evaluations; it borrows only the strategy's network (adapters inserted,
+      parameters frozen), so both train the same parameters;
+  (c) Avalanche's `Naive` strategy with an `EvaluationPlugin` (accuracy per experience) and an iteration-wise cosine
+      `LRSchedulerPlugin`, plus the same retention check written by hand after each experience (`full_ft` only:
+      Naive is plain fine-tuning).
+The three run interleaved (a b c a b c ...) in one process after an untimed warm-up; medians are reported.
+
+Also reported: training images per second of the suite, and its FLOP utilisation: the FLOPs the suite's training
+executes (counted with torch's FlopCounterMode over an extra, untimed training of the first task, so a cached
+frozen prefix counts once, as it runs; scaled to the stream by image count) divided by (training seconds x this
+device's matmul rate, measured here on square products in the run's precision). Precision defaults to the
+config's (configs/mini.yaml: bf16). Timings are never asserted by tests; they belong here and in the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+warnings.filterwarnings("ignore", message="no QP solver found")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+import strategies  # noqa: E402,F401  (registers the built-in strategies)
+from benchmark.backbones import Backbone, build_backbone  # noqa: E402
+from benchmark.config import load_suite, select  # noqa: E402
+from benchmark.evaluation import as_tensors  # noqa: E402
+from benchmark.results import RunSpec  # noqa: E402
+from benchmark.runner import run, seed_everything  # noqa: E402
+from benchmark.runtime import Runtime  # noqa: E402
+from benchmark.streams import Stream, build_stream  # noqa: E402
+from benchmark.suite import plan_runs  # noqa: E402
+from strategies.base import Strategy, build_strategy  # noqa: E402
+
+TensorPair = tuple[torch.Tensor, torch.Tensor]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--strategy", default="full_ft", help="a fine-tuning-family strategy of the config")
+    parser.add_argument("--stream", default="mini-split-digits", help="a stream of the config")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "mini.yaml",
+                        help="where the backbone, stream and strategy hyper-parameters come from")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each job (median reported)")
+    parser.add_argument("--retention-size", type=int, default=500, help="pre-training-domain images scored")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--precision", default=None,
+                        help="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16; default: the config's")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    return parser.parse_args(argv)
+
+
+def job_spec(args: argparse.Namespace, runtime: Runtime) -> RunSpec:
+    config = select(load_suite(args.config), streams=[args.stream], strategies=[args.strategy])
+    spec = plan_runs(config, runtime)[0]
+    retention = {"protocols": {"head": {}}, "eval_size": args.retention_size, "subset_seed": 0}
+    return dataclasses.replace(spec, retention=retention)
+
+
+def clock(runtime: Runtime) -> float:
+    if runtime.device.type == "cuda":
+        torch.cuda.synchronize(runtime.device)
+    return time.perf_counter()
+
+
+# --- (a) the suite -------------------------------------------------------------------------------------------------
+
+def suite_job(spec: RunSpec, runtime: Runtime, backbone: Backbone) -> dict[str, Any]:
+    result = run(spec, runtime, backbone)
+    return {**result, "train_s": sum(result["cost"]["train_s"])}
+
+
+# --- (b) a bare PyTorch loop ---------------------------------------------------------------------------------------
+
+def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def bare_accuracy(predict: Callable[[torch.Tensor], torch.Tensor], data: TensorPair, runtime: Runtime) -> float:
+    images, labels = data
+    correct = 0
+    with torch.no_grad(), runtime.autocast():
+        for start in range(0, len(labels), runtime.eval_batch):
+            logits = predict(images[start: start + runtime.eval_batch].to(runtime.device))
+            correct += int((logits.argmax(1).cpu() == labels[start: start + runtime.eval_batch]).sum())
+    return 100.0 * correct / len(labels)
+
+
+def bare_job(spec: RunSpec, runtime: Runtime, backbone: Backbone) -> dict[str, Any]:
+    stream = build_stream(spec.stream, spec.seed, image_spec=backbone.image_spec, **spec.stream_params)
+    retention_set = backbone.pretrain_data("test", spec.retention["eval_size"], spec.retention["subset_seed"])
+    retention_data = (retention_set.images, retention_set.labels)
+    tests = [as_tensors(task.test) for task in stream.tasks]
+    seed_everything(spec.seed)
+    network: Strategy = build_strategy(spec.strategy, spec.strategy_params, copy.deepcopy(backbone.model), runtime)
+    model, config = network.backbone, network.config
+    head = nn.Linear(network.feature_dim, len(stream.class_order)).to(runtime.device)
+    original_head = copy.deepcopy(backbone.model.get_classifier()).to(runtime.device)
+    retained = lambda: bare_accuracy(lambda x: original_head(features(model, x)), retention_data, runtime)  # noqa
+    model.eval()
+    history = {"retained": [retained()], "matrix": [], "train_s": 0.0}
+    for task in stream.tasks:
+        start = clock(runtime)
+        train_bare_task(model, head, task, as_tensors(task.train), config, runtime)
+        history["train_s"] += clock(runtime) - start
+        model.eval()
+        predict = lambda x: head(features(model, x))[:, :task.num_outputs]  # noqa: E731
+        history["matrix"].append([bare_accuracy(predict, data, runtime) for data in tests])
+        history["retained"].append(retained())
+    return history
+
+
+def train_bare_task(model: nn.Module, head: nn.Linear, task, data: TensorPair, config, runtime: Runtime) -> None:
+    images, labels = data
+    units = torch.tensor(task.labels, device=runtime.device)
+    position = torch.full((head.out_features,), -1, dtype=torch.long, device=runtime.device)
+    position[units] = torch.arange(len(units), device=runtime.device)
+    trainable = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    steps = config.epochs * -(-len(labels) // config.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    model.train()
+    for _ in range(config.epochs):
+        order = torch.randperm(len(labels))
+        for start in range(0, len(labels), config.batch_size):
+            batch = order[start: start + config.batch_size]
+            x, y = images[batch].to(runtime.device), labels[batch].to(runtime.device)
+            with runtime.autocast():
+                loss = F.cross_entropy(head(features(model, x))[:, units], position[y])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+
+
+# --- (c) Avalanche's Naive -----------------------------------------------------------------------------------------
+
+class Classifier(nn.Module):
+    def __init__(self, model: nn.Module, num_classes: int, feature_dim: int, runtime: Runtime) -> None:
+        super().__init__()
+        self.model, self.head, self.runtime = model, nn.Linear(feature_dim, num_classes), runtime
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with self.runtime.autocast():  # Naive has no mixed precision of its own
+            return self.head(features(self.model, x))
+
+
+def avalanche_job(spec: RunSpec, runtime: Runtime, backbone: Backbone) -> dict[str, Any]:
+    from avalanche.evaluation.metrics import accuracy_metrics
+    from avalanche.training.plugins import EvaluationPlugin, LRSchedulerPlugin
+    from avalanche.training.supervised import Naive
+
+    stream = build_stream(spec.stream, spec.seed, image_spec=backbone.image_spec, **spec.stream_params)
+    retention_set = backbone.pretrain_data("test", spec.retention["eval_size"], spec.retention["subset_seed"])
+    seed_everything(spec.seed)
+    network = build_strategy(spec.strategy, spec.strategy_params, copy.deepcopy(backbone.model), runtime)
+    config = network.config
+    classifier = Classifier(network.backbone, len(stream.class_order), network.feature_dim, runtime)
+    classifier.to(runtime.device)
+    original_head = copy.deepcopy(backbone.model.get_classifier()).to(runtime.device)
+    optimizer = torch.optim.AdamW(classifier.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps = config.epochs * -(-len(stream.tasks[0].train) // config.batch_size)
+    schedule = LRSchedulerPlugin(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps),
+                                 reset_scheduler=True, reset_lr=True, step_granularity="iteration")
+    evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])
+    naive = Naive(classifier, optimizer, nn.CrossEntropyLoss(), train_mb_size=config.batch_size,
+                  train_epochs=config.epochs, eval_mb_size=runtime.eval_batch, device=runtime.device,
+                  plugins=[schedule], evaluator=evaluator)
+    retained = lambda: bare_accuracy(lambda x: original_head(features(classifier.model, x)),  # noqa: E731
+                                     (retention_set.images, retention_set.labels), runtime)
+    classifier.eval()
+    history = {"retained": [retained()], "evaluations": [], "train_s": 0.0}
+    for experience in stream.benchmark.train_stream:
+        start = clock(runtime)
+        naive.train(experience)
+        history["train_s"] += clock(runtime) - start
+        history["evaluations"].append(naive.eval(stream.benchmark.test_stream))
+        classifier.eval()
+        history["retained"].append(retained())
+    return history
+
+
+# --- the hardware --------------------------------------------------------------------------------------------------
+
+def matmul_rate(runtime: Runtime, repeats: int = 10) -> float:
+    """Peak FLOP/s of square matrix products in the run's precision: the best of `repeats` timed batches after a
+    warm-up (the best, not the median: the hardware's rate is what it reaches, noise only lowers it)."""
+    size = 8192 if runtime.device.type == "cuda" else 1024
+    dtype = runtime.amp_dtype or torch.float32
+    a = torch.randn(size, size, device=runtime.device, dtype=dtype)
+    b = torch.randn(size, size, device=runtime.device, dtype=dtype)
+    a @ b
+    rates = []
+    for _ in range(repeats):
+        start = clock(runtime)
+        for _ in range(5):
+            a @ b
+        rates.append(5 * 2 * size**3 / (clock(runtime) - start))
+    return max(rates)
+
+
+def training_flops(spec: RunSpec, runtime: Runtime, backbone: Backbone) -> int:
+    """FLOPs the suite's training of the whole stream executes: counted over an untimed training of the first task,
+    scaled by the stream's training images over the first task's (every image costs the same; the growing head's
+    share, under 0.1% on vit-mini, is the one thing this scaling ignores)."""
+    stream = build_stream(spec.stream, spec.seed, image_spec=backbone.image_spec, **spec.stream_params)
+    seed_everything(spec.seed)
+    strategy = build_strategy(spec.strategy, spec.strategy_params, copy.deepcopy(backbone.model), runtime)
+    counter = FlopCounterMode(display=False)
+    with sdpa_kernel(SDPBackend.MATH), counter:
+        strategy.train_task(stream.tasks[0])
+    return round(counter.get_total_flops() * sum(len(t.train) for t in stream.tasks) / len(stream.tasks[0].train))
+
+
+# --- main ----------------------------------------------------------------------------------------------------------
+
+def timed(job: Callable[..., Any], *args: Any) -> tuple[float, Any]:
+    runtime = args[1]
+    start = clock(runtime)
+    output = job(*args)
+    return clock(runtime) - start, output
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    runtime = Runtime.resolve(args.device, args.precision or load_suite(args.config).precision, progress=False)
+    spec = job_spec(args, runtime)
+    backbone = build_backbone(spec.backbone, **spec.backbone_params)
+    jobs: dict[str, Callable[..., Any]] = {"suite": suite_job, "bare": bare_job}
+    if args.strategy == "full_ft":
+        jobs["avalanche"] = avalanche_job
+    flops = training_flops(spec, runtime, backbone)  # doubles as the warm-up of the training kernels
+    rate = matmul_rate(runtime)
+    times: dict[str, list[float]] = {name: [] for name in jobs}
+    train_s: dict[str, list[float]] = {name: [] for name in jobs}
+    for _ in range(args.repeats):
+        for name, job in jobs.items():
+            seconds, output = timed(job, spec, runtime, backbone)
+            times[name].append(seconds)
+            train_s[name].append(output["train_s"])
+    report = summarise(spec, runtime, times, train_s, flops, rate, train_images(spec, backbone))
+    print_table(report)
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+def train_images(spec: RunSpec, backbone: Backbone) -> int:
+    stream: Stream = build_stream(spec.stream, spec.seed, image_spec=backbone.image_spec, **spec.stream_params)
+    epochs = spec.strategy_params.get("epochs", 1)
+    return epochs * sum(len(task.train) for task in stream.tasks)
+
+
+def summarise(spec: RunSpec, runtime: Runtime, times: dict[str, list[float]], train_s: dict[str, list[float]],
+              flops: int, rate: float, images: int) -> dict[str, Any]:
+    median = {name: statistics.median(values) for name, values in times.items()}
+    median_train = {name: statistics.median(values) for name, values in train_s.items()}
+    suite_train_s = median_train["suite"]
+    return {
+        "strategy": spec.strategy, "stream": spec.stream, "backbone": spec.backbone,
+        "device": runtime.device.type, "precision": "bf16" if runtime.amp_dtype else "fp32",
+        "threads": torch.get_num_threads(), "repeats": len(times["suite"]),
+        "seconds": {name: round(value, 3) for name, value in median.items()},
+        "train_seconds": {name: round(value, 3) for name, value in median_train.items()},
+        "all_seconds": {name: [round(v, 3) for v in values] for name, values in times.items()},
+        "bare_over_suite": median["bare"] / median["suite"],
+        "avalanche_over_suite": median["avalanche"] / median["suite"] if "avalanche" in median else None,
+        "suite_train_s": suite_train_s,
+        "images_per_s": images / suite_train_s,
+        "training_flops": flops,
+        "matmul_flops_per_s": rate,
+        "flop_utilisation": flops / (suite_train_s * rate),
+    }
+
+
+def print_table(report: dict[str, Any]) -> None:
+    print(f"{report['strategy']} on {report['stream']} ({report['backbone']}), {report['device']} "
+          f"{report['precision']}, {report['threads']} threads, median of {report['repeats']}")
+    print(f"{'job':<12}{'seconds':>10}{'job / suite':>14}{'training s':>12}{'rest s':>10}")
+    for name, seconds in report["seconds"].items():
+        train = report["train_seconds"][name]
+        print(f"{name:<12}{seconds:>10.2f}{seconds / report['seconds']['suite']:>14.3f}{train:>12.2f}"
+              f"{seconds - train:>10.2f}")
+    print(f"suite training: {report['suite_train_s']:.2f} s, {report['images_per_s']:.0f} images/s, "
+          f"{report['training_flops'] / 1e9:.1f} GFLOP at {report['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s matmul "
+          f"-> FLOP utilisation {100 * report['flop_utilisation']:.1f}%")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
