@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import gc
 import json
 import statistics
 import sys
@@ -239,7 +240,10 @@ def training_flops(spec: RunSpec, runtime: Runtime, backbone: Backbone) -> int:
 # --- main ----------------------------------------------------------------------------------------------------------
 
 def timed(job: Callable[..., Any], *args: Any) -> tuple[float, Any]:
+    """Seconds `job(*args)` takes, after collecting the previous job's garbage (its cycles are not its successor's
+    cost)."""
     runtime = args[1]
+    gc.collect()
     start = clock(runtime)
     output = job(*args)
     return clock(runtime) - start, output

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from torchvision.datasets import CIFAR100
 
@@ -386,3 +387,30 @@ def test_a_suite_runs_on_image_files(write_suite, imagenet_r_root: Path, tmp_pat
     assert result["status"] == "ok" and result["scenario"] == CLASS_INCREMENTAL
     assert len(result["accuracy_matrix"]) == 2 and sum(result["test_sizes"]) == 12
     assert result["task_classes"] == [result["class_order"][:2], result["class_order"][2:]]
+
+
+def test_a_suite_runs_on_cifar_files_with_a_timm_vit_from_a_local_file(cifar_root: Path, tmp_path: Path):
+    """The real path end to end: CIFAR-100 pickles read by torchvision, a timm ViT loaded by name from a local
+    weights file (random weights, loaded as real weights would be), ImageNet-layout retention data."""
+    from test_real_backbones import IN21K, WNIDS, save_random_timm
+
+    weights = tmp_path / "model.safetensors"
+    save_random_timm(IN21K, weights)
+    imagenet = tmp_path / "imagenet"
+    for split in ("val", "train"):
+        for label, wnid in enumerate(WNIDS):
+            (imagenet / split / wnid).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (36, 36), (80 * label, 40 * i, 0)).save(imagenet / split / wnid / f"{i}.png")
+    suite = {"backbones": {IN21K: {"pretrained_file": str(weights), "imagenet_dir": str(imagenet)}},
+             "streams": {"split-cifar100": {"data_dir": str(cifar_root), "n_tasks": 2}},
+             "strategies": {"lora": {"epochs": 1, "batch_size": 50}, "linear": {"epochs": 1, "batch_size": 50}},
+             "retention": {"protocols": {"knn": {"k": 2, "bank_size": 6}}, "eval_size": 6}, "device": "cpu"}
+    config = tmp_path / "cifar.yaml"
+    config.write_text(yaml.safe_dump(suite))
+    assert run_suite.main(["--config", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    results = {r["strategy"]: r for r in iter_results(tmp_path / "out")}
+    assert set(results) == {"lora", "linear"} and all(r["status"] == "ok" for r in results.values())
+    for result in results.values():
+        assert result["test_sizes"] == [50, 50] and len(result["metrics"]["retained_pretrain_acc"]) == 3
+        assert result["backbone"] == IN21K and result["retention_eval"]["dataset"] == "imagenet-val"
