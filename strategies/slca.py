@@ -34,9 +34,6 @@ Deviations from the reference:
   "before training" retention score and the runner's contract see the pre-trained network, and `pretrain_drop`
   includes the reset. The norm keeps the backbone's epsilon (timm: 1e-6; the reference's fresh norm: 1e-5).
 - Inputs carry the backbone's own normalisation (the stream's preprocessing), not CIFAR's mean and std.
-- Statistics use the stream's training images as the stream serves them: on the mini streams these are not
-  augmented, which equals the reference's test transform; a stream with random training transforms
-  (`Task.train_augmented`) would give augmented views (none in the suite yet).
 - Means and covariances are computed in float64 (as the reference) and stored in float32 (the reference stores
   covariances in a float32 tensor too and samples in float32).
 - All classes are sampled at once from one batched Gaussian (the same distribution; other random draws than the
@@ -188,9 +185,13 @@ class SLCA(Strategy):
         self.class_tasks = torch.cat([self.class_tasks, torch.full_like(units, task.index)])
 
     def training_features(self, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features (float64, computed in float32 without autocast) and labels of every training image of `task`."""
+        """Features (float64, computed in float32 without autocast) and labels of every training image of `task`,
+        under the test transform as the reference computes them (`Task.train_unaugmented`)."""
         features, labels = [], []
-        for images, batch_labels in DataLoader(task.train, batch_size=self.runtime.eval_batch, shuffle=False):
+        data = task.train_unaugmented
+        loader = DataLoader(data, batch_size=self.runtime.eval_batch, shuffle=False,
+                            **self.runtime.loader_options(data, persistent=False))
+        for images, batch_labels in loader:
             features.append(self.features(images.to(self.runtime.device)).double())
             labels.append(batch_labels.to(self.runtime.device))
         return torch.cat(features), torch.cat(labels)

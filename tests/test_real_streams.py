@@ -165,6 +165,12 @@ def test_split_cifar100_images_take_the_backbones_transforms(cifar_root: Path):
     plain = build_stream("split-cifar100", 0, image_spec=NORMALISED, data_dir=str(cifar_root), n_tasks=2,
                          augment="none")
     assert not plain.tasks[0].train_augmented
+    assert plain.tasks[0].train_plain is None and plain.tasks[0].train_unaugmented is plain.tasks[0].train
+    # Augmented tasks also carry their training images under the test transform, in the same order (SLCA's
+    # statistics): exactly what the unaugmented stream trains on.
+    for augmented_task, plain_task in zip(stream.tasks, plain.tasks):
+        assert torch.equal(as_tensors(augmented_task.train_unaugmented)[0], as_tensors(plain_task.train)[0])
+        assert torch.equal(as_tensors(augmented_task.train_plain)[1], as_tensors(augmented_task.train)[1])
 
 
 def test_cifar100_missing_or_corrupt_folder_is_one_line(cifar_dir: tuple[Path, dict[str, str]], tmp_path: Path):
@@ -329,6 +335,9 @@ def test_domain_folders_one_task_per_domain_with_the_union_of_classes(domain_roo
     assert stream.scenario == DOMAIN_INCREMENTAL and [t.name for t in stream.tasks] == ["clipart", "sketch"]
     assert stream.class_names == ("cat", "dog", "fish")
     assert all(t.num_outputs == 3 and t.train_augmented for t in stream.tasks)
+    for task in stream.tasks:  # each domain's training images also under the test transform, in the same order
+        assert torch.equal(as_tensors(task.train_plain)[1], as_tensors(task.train)[1])
+        assert as_tensors(task.train_plain)[0].shape == as_tensors(task.train)[0].shape
     assert [(len(t.train), len(t.test)) for t in stream.tasks] == [(8, 2), (12, 3)]
     images, labels = as_tensors(stream.tasks[1].test)
     assert torch.allclose(images[:, 0, 0, 0], labels.float() * 100 / 255, atol=3 / 255)  # JPEG: nearly exact

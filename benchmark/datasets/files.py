@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -145,14 +145,23 @@ class LabelledFiles:
         return ImageFiles(self.paths, self.labels, transform)
 
 
-def as_datasets(train: LabelledFiles, test: LabelledFiles, spec: ImageSpec,
-                augment: str) -> tuple[ImageFiles, ImageFiles]:
-    """Train files through `augment`, test files through the backbone's eval pipeline."""
-    return train.dataset(train_transform(spec, augment)), test.dataset(eval_transform(spec))
+class Splits(NamedTuple):
+    """A benchmark's data sets: train (through the train augmentation), test, and, when the train augmentation is
+    random, the train files through the eval pipeline (`plain`: what SLCA's class statistics are computed on)."""
+
+    train: ImageFiles
+    test: ImageFiles
+    plain: Optional[ImageFiles] = None
+
+
+def as_datasets(train: LabelledFiles, test: LabelledFiles, spec: ImageSpec, augment: str) -> Splits:
+    """Train files through `augment`, test files (and, when augmented, train files) through the eval pipeline."""
+    plain = None if augment == "none" else train.dataset(eval_transform(spec))
+    return Splits(train.dataset(train_transform(spec, augment)), test.dataset(eval_transform(spec)), plain)
 
 
 def split_datasets(parts: Sequence[LabelledFiles], test_fraction: float, seed: int, spec: ImageSpec,
-                   augment: str) -> tuple[ImageFiles, ImageFiles]:
+                   augment: str) -> Splits:
     """(train, test) data sets from the seeded split of each part (e.g. of each domain) on its own, joined."""
     splits = [part.split(test_fraction, seed) for part in parts]
     train = sum((train for train, _ in splits), LabelledFiles())

@@ -16,7 +16,7 @@ streams relabel a Dataset through `Relabelled`, which keeps its items' images an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -46,6 +46,12 @@ class Task:
     train: Dataset  # the Avalanche experience's dataset; items are (image, label)
     test: Dataset
     train_augmented: bool = False  # random train transforms: a frozen prefix's outputs cannot be cached
+    train_plain: Optional[Dataset] = None  # when augmented: the same training images under the test transform
+
+    @property
+    def train_unaugmented(self) -> Dataset:
+        """The training images as the test transform shows them (SLCA's class statistics are computed on these)."""
+        return self.train if self.train_plain is None else self.train_plain
 
 
 @dataclass(frozen=True)
@@ -110,42 +116,56 @@ def _require_every_class(name: str, datasets: Mapping[str, Dataset], unit_names:
 
 
 def class_incremental(name: str, train: Split, test: Split, n_tasks: int, seed: int, class_names: Sequence[str],
-                      *, augmented: bool = False) -> Stream:
+                      *, augmented: bool = False, plain: Optional[Split] = None) -> Stream:
     """Split the classes into `n_tasks` equal groups in a seeded order; labels become output units.
-    `augmented`: the train split's transform is random (tasks say so, and no frozen prefix is cached)."""
+    `augmented`: the train split's transform is random (tasks say so, and no frozen prefix is cached); `plain`: the
+    train split under the test transform, split into tasks the same way (`Task.train_plain`)."""
     num_classes = len(class_names)
     require(1 <= n_tasks <= num_classes and num_classes % n_tasks == 0, "n_tasks",
             f"a divisor of the {num_classes} classes", n_tasks)
     order = seeded_class_order(num_classes, seed)
     unit_of_class = torch.empty(num_classes, dtype=torch.long)
     unit_of_class[torch.tensor(order)] = torch.arange(num_classes)
-    relabelled = {"train": labelled(train, unit_of_class), "test": labelled(test, unit_of_class)}
+    splits = {"train": train, "test": test, **({"train_plain": plain} if plain is not None else {})}
+    relabelled = {split: labelled(data, unit_of_class) for split, data in splits.items()}
     _require_every_class(name, relabelled, [class_names[c] for c in order])
     datasets = {split: as_classification_dataset(dataset) for split, dataset in relabelled.items()}
     benchmark = class_incremental_benchmark(datasets, class_order=list(range(num_classes)), num_experiences=n_tasks)
     per_task = num_classes // n_tasks
+    plains = plain_datasets(benchmark, n_tasks)
     tasks = []
     for index, (train_exp, test_exp) in enumerate(zip(benchmark.train_stream, benchmark.test_stream)):
         labels = tuple(sorted(train_exp.classes_in_this_experience))
         classes = tuple(order[unit] for unit in labels)
         tasks.append(Task(index, f"task{index}:" + ",".join(class_names[c] for c in classes), classes, labels,
-                          (index + 1) * per_task, train_exp.dataset, test_exp.dataset, augmented))
+                          (index + 1) * per_task, train_exp.dataset, test_exp.dataset, augmented, plains[index]))
     return Stream(name, CLASS_INCREMENTAL, tuple(tasks), tuple(order), tuple(class_names), benchmark)
 
 
-def domain_incremental(name: str, domains: Mapping[str, tuple[Split, Split]], class_names: Sequence[str],
+def domain_incremental(name: str, domains: Mapping[str, Sequence[Split]], class_names: Sequence[str],
                        *, augmented: bool = False) -> Stream:
-    """One task per domain (name -> (train, test)), in the mapping's order; every task has all classes.
-    `augmented` as in `class_incremental`."""
-    train_sets = [as_classification_dataset(labelled(train)) for train, _ in domains.values()]
-    test_sets = [as_classification_dataset(labelled(test)) for _, test in domains.values()]
-    benchmark = benchmark_from_datasets(train=train_sets, test=test_sets)
+    """One task per domain (name -> (train, test) or (train, test, plain), plain None or absent without
+    augmentation), in the mapping's order; every task has all classes. `augmented` and `plain` as in
+    `class_incremental`."""
+    given = lambda i: all(len(parts) > i and parts[i] is not None for parts in domains.values())  # noqa: E731
+    streams = {split: [as_classification_dataset(labelled(parts[i])) for parts in domains.values()]
+               for i, split in enumerate(("train", "test", "train_plain")) if given(i)}
+    benchmark = benchmark_from_datasets(**streams)
+    plains = plain_datasets(benchmark, len(domains))
     everything = tuple(range(len(class_names)))
     tasks = tuple(
-        Task(index, domain, everything, everything, len(class_names), train_exp.dataset, test_exp.dataset, augmented)
+        Task(index, domain, everything, everything, len(class_names), train_exp.dataset, test_exp.dataset, augmented,
+             plains[index])
         for index, (domain, train_exp, test_exp) in enumerate(zip(domains, benchmark.train_stream,
                                                                     benchmark.test_stream)))
     return Stream(name, DOMAIN_INCREMENTAL, tasks, everything, tuple(class_names), benchmark)
+
+
+def plain_datasets(benchmark: CLScenario, n_tasks: int) -> list[Optional[Dataset]]:
+    """Each task's training images under the test transform, where the benchmark has that stream."""
+    if not hasattr(benchmark, "train_plain_stream"):
+        return [None] * n_tasks
+    return [experience.dataset for experience in benchmark.train_plain_stream]
 
 
 STREAMS = BuilderRegistry("stream", "streams")  # name -> (params dataclass, builder(params, *, seed, image_spec))

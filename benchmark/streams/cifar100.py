@@ -42,5 +42,7 @@ def split_cifar100(params: SplitCifar100Params, *, seed: int, image_spec: ImageS
     root = data_path(params.data_dir)
     train = load_cifar100(root, True, train_transform(image_spec, params.augment), params.download)
     test = load_cifar100(root, False, eval_transform(image_spec), download=False)  # the train call fetched it
+    augmented = params.augment != "none"
+    plain = load_cifar100(root, True, eval_transform(image_spec), download=False) if augmented else None
     return class_incremental("split-cifar100", train, test, params.n_tasks, seed, train.classes,
-                             augmented=params.augment != "none")
+                             augmented=augmented, plain=plain)

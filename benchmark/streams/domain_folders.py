@@ -15,7 +15,7 @@ from pathlib import Path
 
 from benchmark.config import require
 from benchmark.datasets.domain_folders import LAYOUT, Domain, load_domain_folders
-from benchmark.datasets.files import ImageFiles, as_datasets, require_augment, require_test_fraction, split_datasets
+from benchmark.datasets.files import Splits, as_datasets, require_augment, require_test_fraction, split_datasets
 from benchmark.datasets.images import ImageSpec
 from benchmark.streams.base import Stream, domain_incremental, register_stream
 
@@ -36,7 +36,7 @@ class DomainFoldersParams:
         require_augment(self.augment)
 
 
-def domain_datasets(domain: Domain, params: DomainFoldersParams, spec: ImageSpec) -> tuple[ImageFiles, ImageFiles]:
+def domain_datasets(domain: Domain, params: DomainFoldersParams, spec: ImageSpec) -> Splits:
     """A domain's (train, test): its shipped lists where read, else the seeded split."""
     if domain.listed is not None:
         return as_datasets(*domain.listed, spec, params.augment)

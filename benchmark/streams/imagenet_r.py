@@ -73,9 +73,9 @@ class DomainImagenetRParams(ImagenetRParams):
 @register_stream("split-imagenet-r", SplitImagenetRParams)
 def split_imagenet_r(params: SplitImagenetRParams, *, seed: int, image_spec: ImageSpec) -> Stream:
     data = load_imagenet_r(data_path(params.data_dir), params.download)
-    train, test = split_datasets([data.files], params.test_fraction, params.split_seed, image_spec, params.augment)
-    return class_incremental("split-imagenet-r", train, test, params.n_tasks, seed, data.wnids,
-                             augmented=params.augment != "none")
+    splits = split_datasets([data.files], params.test_fraction, params.split_seed, image_spec, params.augment)
+    return class_incremental("split-imagenet-r", splits.train, splits.test, params.n_tasks, seed, data.wnids,
+                             augmented=params.augment != "none", plain=splits.plain)
 
 
 @register_stream("domain-imagenet-r", DomainImagenetRParams)
