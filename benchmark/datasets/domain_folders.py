@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from benchmark.config import require
-from benchmark.datasets.files import LabelledFiles, image_files, is_image, visible_entries
+from benchmark.datasets.files import LabelledFiles, image_files, sub_folders
 from benchmark.errors import DatasetMissingError
 
 LAYOUT = "<root>/<domain>/<class>/<image>"
@@ -28,18 +28,6 @@ class Domain:
 
     files: LabelledFiles  # every image in the domain's class folders, sorted by path
     listed: tuple[LabelledFiles, LabelledFiles] | None = None  # (train, test) from <domain>_{train,test}.txt
-
-
-def _folders(folder: Path, what: str) -> list[Path]:
-    """The sub-folders of `folder`; images lying directly in it, or no sub-folder at all, are layout errors."""
-    entries = visible_entries(folder)
-    stray = [p for p in entries if p.is_file() and is_image(p)]
-    if stray:
-        raise DatasetMissingError(f"images directly in {folder} (e.g. {stray[0].name}); expected {LAYOUT}")
-    folders = [p for p in entries if p.is_dir()]
-    if not folders:
-        raise DatasetMissingError(f"no {what} folders in {folder}; expected {LAYOUT}")
-    return folders
 
 
 def _read_list(root: Path, listing: Path, domain: str, label_of: dict[str, int]) -> LabelledFiles:
@@ -63,10 +51,10 @@ def load_domain_folders(root: Path, domains: Sequence[str] = (),
     a missing root or a wrong layout is a one-line DatasetMissingError, an unknown domain a ConfigError."""
     if not root.is_dir():
         raise DatasetMissingError(f"no folder {root}; expected {LAYOUT}")
-    available = [p.name for p in _folders(root, "domain")]
+    available = [p.name for p in sub_folders(root, "domain", LAYOUT)]
     chosen = list(domains) or available
     require(set(chosen) <= set(available), "domains", f"folders of {root}: {', '.join(available)}", list(domains))
-    class_folders = {domain: _folders(root / domain, "class") for domain in chosen}
+    class_folders = {domain: sub_folders(root / domain, "class", LAYOUT) for domain in chosen}
     classes = tuple(sorted({folder.name for folders in class_folders.values() for folder in folders}))
     label_of = {name: label for label, name in enumerate(classes)}
     result = {}

@@ -167,3 +167,16 @@ def split_datasets(parts: Sequence[LabelledFiles], test_fraction: float, seed: i
     train = sum((train for train, _ in splits), LabelledFiles())
     test = sum((test for _, test in splits), LabelledFiles())
     return as_datasets(train, test, spec, augment)
+
+
+def sub_folders(folder: Path, what: str, layout: str) -> list[Path]:
+    """The sub-folders of `folder` (one per class or domain); images lying directly in it, or no sub-folder at all,
+    are one-line layout errors that show the expected `layout`."""
+    entries = visible_entries(folder)
+    stray = [p for p in entries if p.is_file() and is_image(p)]
+    if stray:
+        raise DatasetMissingError(f"images directly in {folder} (e.g. {stray[0].name}); expected {layout}")
+    folders = [p for p in entries if p.is_dir()]
+    if not folders:
+        raise DatasetMissingError(f"no {what} folders in {folder}; expected {layout}")
+    return folders

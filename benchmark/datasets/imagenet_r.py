@@ -21,7 +21,7 @@ from typing import Iterable
 
 from torchvision.datasets.utils import download_and_extract_archive
 
-from benchmark.datasets.files import LabelledFiles, image_files, is_image, visible_entries
+from benchmark.datasets.files import LabelledFiles, image_files, sub_folders
 from benchmark.errors import DatasetMissingError
 
 URL = "https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar"
@@ -77,13 +77,7 @@ def load_imagenet_r(root: Path, download: bool = False) -> ImagenetR:
     """Scan `<root>/imagenet-r`: one class per wnid folder (sorted), one image per file; raise a one-line
     DatasetMissingError for a missing folder or a wrong layout."""
     folder = ensure_imagenet_r(root, download)
-    entries = visible_entries(folder)
-    stray = [p for p in entries if p.is_file() and is_image(p)]
-    if stray:
-        raise DatasetMissingError(f"images directly in {folder} (e.g. {stray[0].name}); expected {LAYOUT}")
-    wnids = [p for p in entries if p.is_dir()]
-    if not wnids:
-        raise DatasetMissingError(f"no class folders in {folder}; expected {LAYOUT}")
+    wnids = sub_folders(folder, "class", LAYOUT)
     paths: list[Path] = []
     labels: list[int] = []
     for label, class_folder in enumerate(wnids):
