@@ -21,6 +21,8 @@ def test_checkpoint_loads_through_timms_pretrained_path(tiny_checkpoint, tiny_ba
     assert eval_set.images.shape == (50, 1, 28, 28) and eval_set.labels.shape == (50,)
     bank = backbone.pretrain_data("train", 60, 0)
     assert bank.name == "fashion-mnist-train" and bank.images.shape == (60, 1, 28, 28)
+    assert backbone.pretrain_data("test", 50, 0) is eval_set  # loaded once per process (preflight, then each run)
+    assert backbone.pretrain_data("test", 50, 1) is not eval_set
 
 
 def test_pretraining_at_toy_size_writes_weights_and_card(tiny_checkpoint):

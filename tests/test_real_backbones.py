@@ -181,6 +181,12 @@ def test_missing_or_inconsistent_imagenet_is_a_clear_error(in1k_file, tmp_path, 
     backbone = build_backbone(IN1K, pretrained_file=str(in1k_file[0]), imagenet_dir=str(partial))
     with pytest.raises(DatasetMissingError, match="hold different class folders"):
         backbone.pretrain_data("train", 6, 0)
+    flat = tmp_path / "flat" / "val"  # ImageNet's val archive unpacks without wnid folders
+    flat.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(flat / "ILSVRC2012_val_00000001.png")
+    backbone = build_backbone(IN1K, pretrained_file=str(in1k_file[0]), imagenet_dir=str(flat.parent))
+    with pytest.raises(DatasetMissingError, match=r"images directly in .*flat/val .*expected <imagenet_dir>/val/"):
+        backbone.pretrain_data("test", 6, 0)
 
 
 def test_head_protocol_needs_an_imagenet_head(in21k_backbone, in1k_file, imagenet_dir):

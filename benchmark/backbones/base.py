@@ -9,6 +9,8 @@ text tower (`zeroshot`).
 
 from __future__ import annotations
 
+import functools
+
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -76,6 +78,11 @@ class Backbone:
     pretrain_data: Callable[[str, int, int], PretrainEvalSet] = field(repr=False)  # (split, size, seed) -> subset
     head_classifies_pretrain_data: bool = True  # the original head's outputs are pretrain_data's classes, in order
     text_tower: Optional[TextTower] = field(default=None, repr=False)  # CLIP backbones only
+
+    def __post_init__(self) -> None:
+        # Each subset is loaded once per process: the suite's preflight and every run of a backbone ask for the same
+        # ones (decoding a few thousand ImageNet JPEGs takes tens of seconds). Subsets are never modified.
+        self.pretrain_data = functools.lru_cache(maxsize=8)(self.pretrain_data)
 
 
 BACKBONES = BuilderRegistry("backbone", "backbones")  # name -> (params dataclass, builder(params) -> Backbone)

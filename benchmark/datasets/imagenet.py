@@ -20,7 +20,7 @@ import numpy as np
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 from timm.data import ImageNetInfo
 
-from benchmark.datasets.files import LabelledFiles, image_files, visible_entries
+from benchmark.datasets.files import LabelledFiles, image_files, sub_folders
 from benchmark.errors import DatasetMissingError
 
 SPLITS = ("train", "val")
@@ -38,16 +38,14 @@ class ImagenetSplit:
 
 
 def class_folders(root: Path, split: str) -> tuple[str, ...]:
-    """The sorted wnid folders of `<root>/<split>`; a missing or empty split is a one-line error naming the folder."""
+    """The sorted wnid folders of `<root>/<split>`; a missing or empty split, or images not sorted into wnid folders
+    (ImageNet's val archive unpacks flat), is a one-line error naming the folder."""
     folder = root / split
     layout = LAYOUT.format(split=split)
     if not folder.is_dir():
         raise DatasetMissingError(f"ImageNet-1k {split} images not found: no folder {folder}; expected {layout} "
                                   "(set the backbone's imagenet_dir to the folder holding train/ and val/)")
-    wnids = tuple(entry.name for entry in visible_entries(folder) if entry.is_dir())
-    if not wnids:
-        raise DatasetMissingError(f"no class folders in {folder}; expected {layout}")
-    return wnids
+    return tuple(entry.name for entry in sub_folders(folder, "class", layout))  # flat val/ images are an error too
 
 
 def class_names(wnids: Sequence[str]) -> tuple[str, ...]:
