@@ -55,7 +55,7 @@ def main(argv: list[str]) -> int:
                         executor={k: v for k, v in overrides.items() if v is not None})
         out_dir = args.out or Path("results") / config.name
         runtime = Runtime.resolve(config.device, config.precision, progress=not args.quiet,
-                                  loader_workers=config.loader_workers)
+                                  loader_workers=config.loader_workers, share=config.share)
         if args.dry_run:
             return print_plan(config, runtime)
         outcome = run_suite(config, out_dir, runtime, keep_checkpoints=args.keep_checkpoints)

@@ -7,13 +7,14 @@ floats). `TestSets.of` picks by size, against IN_MEMORY_LIMIT_BYTES.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from benchmark.runtime import Runtime
+from benchmark.sharing import memoised
 
 LOAD_BATCH = 512  # items per loader batch when a data set is turned into tensors
 IN_MEMORY_LIMIT_BYTES = 2 * 2**30  # decoded images kept in memory at most (test sets, cached frozen-prefix outputs)
@@ -105,10 +106,19 @@ class TestSets:
             return self.images[start: start + self.sizes[index]]
         return Subset(self.images, range(start, start + self.sizes[index]))
 
-    def accuracies(self, predict: Fn, runtime: Runtime) -> list[float]:
-        """Top-1 accuracy (%) of `predict` (logits) on each set; labels beyond the logits count as wrong."""
-        correct = (apply(predict, self.images, runtime, predicted_labels).cpu() == self.labels).float()
+    def accuracies(self, predict: Fn, runtime: Runtime, inputs: Optional[Images] = None) -> list[float]:
+        """Top-1 accuracy (%) of `predict` (logits) on each set; labels beyond the logits count as wrong. `inputs`:
+        what `predict` reads instead of the images (their features, for a strategy's `classify`)."""
+        outputs = apply(predict, self.images if inputs is None else inputs, runtime, predicted_labels)
+        correct = (outputs.cpu() == self.labels).float()
         return [100.0 * float(part.mean()) for part in correct.split(list(self.sizes))]
+
+    def row(self, strategy: Any, features: "StrategyFeatures", runtime: Runtime) -> list[float]:
+        """The accuracy-matrix row of `strategy` now: from its (possibly shared) features when it classifies
+        features, else by `predict` on the images."""
+        if strategy.classifies_features and isinstance(self.images, torch.Tensor):
+            return self.accuracies(strategy.classify, runtime, inputs=features(self.images))
+        return self.accuracies(strategy.predict, runtime)
 
     def task_aware_accuracies(self, predict: Callable[..., torch.Tensor], runtime: Runtime) -> list[float]:
         """Accuracy (%) on each set j of `predict(x, task_id=j)`: the task identity given at test time."""
@@ -125,3 +135,36 @@ def accuracy(predict: Fn, images: Images, labels: torch.Tensor, runtime: Runtime
 def embed(features: Fn, images: Images, runtime: Runtime) -> torch.Tensor:
     """`features` of every image, as one float tensor on the runtime's device."""
     return apply(features, images, runtime)
+
+
+@dataclass
+class StrategyFeatures:
+    """A strategy's features at one evaluation point (after a task, or before the first): each image set is embedded
+    once however many scorers ask, and, with `runtime.share`, taken from an earlier evaluation of an equal network
+    (same `feature_key`, `benchmark.sharing`) when there was one, in this run or another run of this process."""
+
+    strategy: Any
+    runtime: Runtime
+    _computed: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+    _key: Optional[str] = field(default=None, repr=False)
+
+    def __call__(self, images: Images) -> torch.Tensor:
+        if id(images) not in self._computed:
+            self._computed[id(images)] = self._compute(images) if self.runtime.share else embed(
+                self.strategy.features, images, self.runtime)
+        return self._computed[id(images)]
+
+    def _compute(self, images: Images) -> torch.Tensor:
+        """The features, from an earlier evaluation of the same network; else, where the strategy's features start
+        with a frozen stage, from that stage's kept outputs (in their own dtype, so the rest computes exactly what
+        it would on the images); else from the images."""
+        self._key = self._key or self.strategy.feature_key()
+        stage = self.strategy.frozen_stage() if isinstance(images, torch.Tensor) else None
+        if stage is None:
+            compute = lambda: embed(self.strategy.features, images, self.runtime)  # noqa: E731
+        else:
+            prefix, prefix_key, rest = stage
+            outputs = lambda: apply(prefix, images, self.runtime, reduce=lambda out: out)  # noqa: E731
+            compute = lambda: embed(rest, memoised(prefix_key, images, self.runtime.context, outputs),  # noqa
+                                    self.runtime)
+        return memoised(self._key, images, self.runtime.context, compute)

@@ -16,9 +16,10 @@
 A protocol that does not apply to a backbone (`head` without a classifier over the pre-training classes, `zeroshot`
 without a text tower) is a configuration error when the run's retention is built, before any training.
 
-A protocol is a builder `(params, backbone, eval_set, runtime) -> score(strategy, eval_features)` registered with
-its hyper-parameter dataclass, as streams and backbones are; a suite may select several, and they share one pass of
-the strategy over the eval images.
+A protocol is a builder `(params, backbone, eval_set, runtime) -> score(features)` registered with its
+hyper-parameter dataclass, as streams and backbones are, where `features(images)` gives the strategy's current
+features of an image set (`evaluation.StrategyFeatures`); a suite may select several, and they share one pass of
+the strategy over each image set (and, unchanged networks, passes of earlier evaluations: `benchmark.sharing`).
 """
 
 from __future__ import annotations
@@ -35,12 +36,11 @@ from torch import nn
 from benchmark.backbones import Backbone, PretrainEvalSet, Template
 from benchmark.config import require
 from benchmark.errors import ConfigError
-from benchmark.evaluation import embed, predicted_labels
+from benchmark.evaluation import StrategyFeatures, predicted_labels
 from benchmark.registry import BuilderRegistry
 from benchmark.runtime import Runtime
-from strategies.base import Strategy
 
-Scorer = Callable[[Strategy, torch.Tensor], float]  # (strategy, its eval-set features) -> retained accuracy (%)
+Scorer = Callable[[StrategyFeatures], float]  # a strategy's features of image sets -> retained accuracy (%)
 PROTOCOLS = BuilderRegistry("retention protocol", "retention.protocols")
 register_protocol = PROTOCOLS.register_builder
 
@@ -67,9 +67,9 @@ def head_protocol(params: HeadParams, backbone: Backbone, eval_set: PretrainEval
         raise ConfigError(f"retention.protocols.head: the head of {backbone.name!r} predicts {outputs} classes but "
                           f"{eval_set.name} holds {len(eval_set.class_names)}; use the full data set, or knn")
 
-    def score(strategy: Strategy, features: torch.Tensor) -> float:
+    def score(features: StrategyFeatures) -> float:
         with torch.no_grad(), runtime.autocast():
-            predicted = predicted_labels(head(features)).cpu()
+            predicted = predicted_labels(head(features(eval_set.images))).cpu()
         return percent_correct(predicted, eval_set.labels)
 
     return score
@@ -103,10 +103,10 @@ def knn_protocol(params: KnnParams, backbone: Backbone, eval_set: PretrainEvalSe
     bank_set = backbone.pretrain_data("train", params.bank_size, 0)
     num_classes = len(eval_set.class_names)
 
-    def score(strategy: Strategy, features: torch.Tensor) -> float:
-        bank = embed(strategy.features, bank_set.images, runtime)
-        predicted = knn_predict(bank, bank_set.labels.to(bank.device), features, params.k, params.temperature,
-                                num_classes)
+    def score(features: StrategyFeatures) -> float:
+        bank = features(bank_set.images)
+        predicted = knn_predict(bank, bank_set.labels.to(bank.device), features(eval_set.images), params.k,
+                                params.temperature, num_classes)
         return percent_correct(predicted.cpu(), eval_set.labels)
 
     return score
@@ -137,9 +137,9 @@ def zeroshot_protocol(params: ZeroshotParams, backbone: Backbone, eval_set: Pret
                                              runtime.device).to(runtime.device)
     projection = original_head(backbone, runtime)
 
-    def score(strategy: Strategy, features: torch.Tensor) -> float:
+    def score(features: StrategyFeatures) -> float:
         with torch.no_grad(), runtime.autocast():
-            embeddings = projection(features)
+            embeddings = projection(features(eval_set.images))
         similarity = F.normalize(embeddings.float(), dim=-1) @ classes
         return percent_correct(predicted_labels(similarity).cpu(), eval_set.labels)
 
@@ -163,10 +163,10 @@ class Retention:
     scorers: dict[str, Scorer]
     runtime: Runtime = field(repr=False)
 
-    def __call__(self, strategy: Strategy) -> dict[str, float]:
-        """Retained accuracy (%) of the strategy's current network by each protocol, in the configured order."""
-        features = embed(strategy.features, self.eval_set.images, self.runtime)
-        return {name: score(strategy, features) for name, score in self.scorers.items()}
+    def __call__(self, features: StrategyFeatures) -> dict[str, float]:
+        """Retained accuracy (%) of the strategy's current network (its `features`) by each protocol, in the
+        configured order."""
+        return {name: score(features) for name, score in self.scorers.items()}
 
 
 def build_retention(retention: Mapping[str, Any], backbone: Backbone, runtime: Runtime) -> Retention:

@@ -20,7 +20,7 @@ from benchmark import costs
 from benchmark.backbones import Backbone, build_backbone
 from benchmark.checkpoints import Progress, resume, save_checkpoint
 from benchmark.errors import RunDiverged
-from benchmark.evaluation import TestSets
+from benchmark.evaluation import StrategyFeatures, TestSets
 from benchmark.metrics import matrix_metrics, summarize
 from benchmark.results import STATUS_OK, SCHEMA_VERSION, RunSpec
 from benchmark.retention import build_retention
@@ -58,7 +58,8 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
     progress = resume(checkpoint, spec.run_id, strategy, reference) if checkpoint else None
     if progress is None:
         strategy.eval()
-        progress = Progress(retained={name: [value] for name, value in retention(strategy).items()})
+        before = retention(StrategyFeatures(strategy, runtime))
+        progress = Progress(retained={name: [value] for name, value in before.items()})
     remaining = stream.tasks[progress.tasks_done:]
     for task in runtime.bar(remaining, desc=f"{spec.strategy} on {spec.stream}", total=len(remaining)):
         start = _clock(runtime)
@@ -69,10 +70,11 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
         progress.train_s.append(_clock(runtime) - start)
         start = _clock(runtime)
         strategy.eval()
-        progress.matrix.append(tests.accuracies(strategy.predict, runtime))
+        features = StrategyFeatures(strategy, runtime)
+        progress.matrix.append(tests.row(strategy, features, runtime))
         if strategy.task_aware:
             progress.task_aware_matrix.append(tests.task_aware_accuracies(strategy.predict, runtime))
-        for name, value in retention(strategy).items():
+        for name, value in retention(features).items():
             progress.retained[name].append(value)
         progress.eval_s.append(_clock(runtime) - start)
         if checkpoint:
@@ -82,6 +84,7 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
     test_sizes = list(tests.sizes)
     cost = {**costs.parameter_counts(strategy), "flops_per_image": costs.flops_per_image(strategy, tests.first_image()),
             "train_s": progress.train_s, "eval_s": progress.eval_s, "wall_time_s": _clock(runtime) - started,
+            "threads": torch.get_num_threads(),
             **costs.peak_memory_mb(runtime.device)}
     extra = strategy.report()
     metrics = {**summarize(matrix, test_sizes, retained), **extra.pop("metrics", {})}

@@ -1,4 +1,4 @@
-"""Where and how a run computes: device, autocast precision, progress bars."""
+"""Where and how a run computes: device, autocast precision, attention kernels, threads, sharing, progress bars."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional, TypeVar
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.data import Dataset, TensorDataset
 from tqdm.auto import tqdm
 
@@ -23,10 +24,11 @@ class Runtime:
     amp_dtype: Optional[torch.dtype] = None  # bf16 autocast on GPU by default; None = fp32
     progress: bool = True
     loader_workers: int = 0  # worker processes of data loaders over data decoded on access (image files)
+    share: bool = True  # evaluations that cannot differ are computed once per process (benchmark.sharing)
 
     @classmethod
     def resolve(cls, device: str = "auto", precision: str = "auto", progress: bool = True,
-                loader_workers: int = 0) -> Runtime:
+                loader_workers: int = 0, share: bool = True) -> Runtime:
         """'auto' device picks CUDA when present; 'auto' precision is bf16 autocast on CUDA and fp32 on CPU."""
         if device == "cuda" and not torch.cuda.is_available():
             from benchmark.errors import ConfigError
@@ -35,7 +37,7 @@ class Runtime:
         chosen = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                               "cpu" if device == "auto" else device)
         bf16 = precision == "bf16" or (precision == "auto" and chosen.type == "cuda")
-        return cls(chosen, torch.bfloat16 if bf16 else None, progress, loader_workers)
+        return cls(chosen, torch.bfloat16 if bf16 else None, progress, loader_workers, share)
 
     @property
     def eval_batch(self) -> int:
@@ -49,10 +51,25 @@ class Runtime:
         return {"num_workers": workers, "persistent_workers": persistent and workers > 0,
                 "pin_memory": self.device.type == "cuda"}
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+    @property
+    def context(self) -> tuple[str, str, int]:
+        """What, besides the network and its inputs, decides a pass's outputs: device, precision, batch size."""
+        return self.device.type, str(self.amp_dtype), self.eval_batch
+
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """Every forward pass runs in here: autocast to the run's precision, and on a CPU the math attention kernel.
+
+        PyTorch's fused CPU attention kernel (flash attention for CPU) is slower than the plain math formulation on
+        the short sequences of small ViTs: on vit-mini's 50 tokens its backward pass was 28% of a full
+        fine-tuning step's CPU time, against a few percent through the math kernel (README, Performance). The two
+        agree to bf16 rounding; on a GPU the fused kernels stay."""
+        with contextlib.ExitStack() as stack:
+            if self.amp_dtype is not None:
+                stack.enter_context(torch.autocast(device_type=self.device.type, dtype=self.amp_dtype))
+            if self.device.type == "cpu":
+                stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+            yield
 
     def bar(self, iterable: Iterable[T], desc: str, total: Optional[int] = None, leave: bool = False) -> Iterator[T]:
         """A tqdm progress bar, silent when progress is off."""

@@ -1,7 +1,14 @@
-"""Throughput of one job done three ways, and how close the suite gets to the hardware.
+"""Throughput of one job done three ways, and of a grid done two ways; how close the suite gets to the hardware.
 
     python benchmarks/throughput.py [--strategy full_ft] [--stream mini-split-digits] [--config configs/mini.yaml]
                                     [--repeats 3] [--device auto] [--precision auto] [--json]
+    python benchmarks/throughput.py --grid [--grid-strategies full_ft linear lora topk] [--seeds 1993 0]
+                                    [--workers 2] [--repeats 2] [--json]
+
+Grid mode: the suite (`benchmark.suite.run_suite`, as `make run` runs it: `--workers` processes, sharing on) on a
+grid of strategies x the config's streams x seeds, against the same runs done one after another by the bare loop
+(b) below, which shares nothing; the two alternate (suite, bare, suite, bare, ...) and medians are reported. Both
+score the same retention (head, `--retention-size` images) and the same T x T matrix.
 
 The job: train `strategy` through `stream` on the config's backbone, and after every task evaluate every task's
 test set (the T x T accuracy matrix) and the retained accuracy on the pre-training domain (the backbone's original
@@ -31,6 +38,7 @@ import gc
 import json
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -48,13 +56,13 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import strategies  # noqa: E402,F401  (registers the built-in strategies)
 from benchmark.backbones import Backbone, build_backbone  # noqa: E402
-from benchmark.config import load_suite, select  # noqa: E402
+from benchmark.config import SuiteConfig, load_suite, parse_retention, select  # noqa: E402
 from benchmark.evaluation import as_tensors  # noqa: E402
 from benchmark.results import RunSpec  # noqa: E402
 from benchmark.runner import run, seed_everything  # noqa: E402
 from benchmark.runtime import Runtime  # noqa: E402
 from benchmark.streams import Stream, build_stream  # noqa: E402
-from benchmark.suite import plan_runs  # noqa: E402
+from benchmark.suite import plan_runs, run_suite  # noqa: E402
 from strategies.base import Strategy, build_strategy  # noqa: E402
 
 TensorPair = tuple[torch.Tensor, torch.Tensor]
@@ -72,6 +80,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--precision", default=None,
                         help="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16; default: the config's")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--grid", action="store_true", help="time a grid: the suite against a share-nothing loop")
+    parser.add_argument("--grid-strategies", nargs="+", default=["full_ft", "linear", "lora", "topk"],
+                        help="grid mode: fine-tuning-family strategies of the config")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1993, 0], help="grid mode: seeds")
+    parser.add_argument("--workers", type=int, default=2, help="grid mode: the suite's worker processes")
     return parser.parse_args(argv)
 
 
@@ -249,8 +262,62 @@ def timed(job: Callable[..., Any], *args: Any) -> tuple[float, Any]:
     return clock(runtime) - start, output
 
 
+# --- grid mode ------------------------------------------------------------------------------------------------------
+
+def grid_config(args: argparse.Namespace) -> SuiteConfig:
+    config = select(load_suite(args.config), strategies=args.grid_strategies, seeds=args.seeds,
+                    executor={"workers": args.workers})
+    retention = parse_retention({"protocols": {"head": {}}, "eval_size": args.retention_size})
+    return dataclasses.replace(config, retention=retention)
+
+
+def suite_grid(config: SuiteConfig, runtime: Runtime) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as out:
+        outcome = run_suite(config, Path(out), runtime)
+    return {"runs": len(outcome.ran), "failed": len(outcome.failed)}
+
+
+def bare_grid(config: SuiteConfig, runtime: Runtime) -> dict[str, Any]:
+    """The grid's runs one after another, each loading its backbone and data anew: nothing shared."""
+    specs = plan_runs(config, runtime)
+    for spec in specs:
+        bare_job(spec, runtime, build_backbone(spec.backbone, **spec.backbone_params))
+    return {"runs": len(specs), "failed": 0}
+
+
+def grid_main(args: argparse.Namespace) -> int:
+    runtime = Runtime.resolve(args.device, args.precision or load_suite(args.config).precision, progress=False)
+    config = grid_config(args)
+    jobs = {"suite": suite_grid, "bare": bare_grid}
+    times: dict[str, list[float]] = {name: [] for name in jobs}
+    for _ in range(args.repeats):
+        for name, job in jobs.items():
+            gc.collect()
+            start = clock(runtime)
+            done = job(config, runtime)
+            times[name].append(clock(runtime) - start)
+            if done["failed"]:
+                raise SystemExit(f"{name}: {done['failed']} runs failed")
+    median = {name: statistics.median(values) for name, values in times.items()}
+    report = {"mode": "grid", "strategies": args.grid_strategies, "streams": [s.name for s in config.streams],
+              "seeds": args.seeds, "runs": len(plan_runs(config, runtime)), "workers": args.workers,
+              "device": runtime.device.type, "precision": "bf16" if runtime.amp_dtype else "fp32",
+              "repeats": args.repeats, "seconds": {k: round(v, 2) for k, v in median.items()},
+              "all_seconds": {k: [round(v, 2) for v in values] for k, values in times.items()},
+              "bare_over_suite": median["bare"] / median["suite"]}
+    print(f"grid of {report['runs']} runs ({', '.join(args.grid_strategies)} x {', '.join(report['streams'])} x seeds "
+          f"{args.seeds}), {report['device']} {report['precision']}, median of {args.repeats}")
+    print(f"suite ({args.workers} workers, sharing): {median['suite']:.1f} s   bare loop, one run after another: "
+          f"{median['bare']:.1f} s   bare / suite: {report['bare_over_suite']:.2f}")
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.grid:
+        return grid_main(args)
     runtime = Runtime.resolve(args.device, args.precision or load_suite(args.config).precision, progress=False)
     spec = job_spec(args, runtime)
     backbone = build_backbone(spec.backbone, **spec.backbone_params)

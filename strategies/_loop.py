@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from benchmark.config import require
 from benchmark.errors import RunDiverged
-from benchmark.evaluation import IN_MEMORY_LIMIT_BYTES
+from benchmark.evaluation import IN_MEMORY_LIMIT_BYTES, apply, as_tensors, fits_in_memory
+from benchmark.sharing import memoised
 from benchmark.runtime import Runtime
 from benchmark.streams import Task
 
@@ -76,10 +77,15 @@ def local_units(labels: tuple[int, ...], num_outputs: int, device: torch.device)
 
 
 @torch.no_grad()
-def precompute(transform: Callable[[torch.Tensor], torch.Tensor], data: Dataset,
-               runtime: Runtime) -> Optional[TensorDataset]:
+def precompute(transform: Callable[[torch.Tensor], torch.Tensor], data: Dataset, runtime: Runtime,
+               key: Optional[str] = None) -> Optional[TensorDataset]:
     """(transform(image), label) for every item, computed once, or None when the outputs would not fit in
-    IN_MEMORY_LIMIT_BYTES (extrapolated from the first batch)."""
+    IN_MEMORY_LIMIT_BYTES (extrapolated from the first batch). With the `key` of a frozen `transform` (a
+    `feature_key`), outputs are shared with earlier calls on the same images (`benchmark.sharing`)."""
+    if key is not None and runtime.share and fits_in_memory(data):
+        images, labels = as_tensors(data, runtime)
+        compute = lambda: apply(transform, images, runtime).cpu()  # noqa: E731  (the same batches as below)
+        return TensorDataset(memoised(key, images, runtime.context, compute), labels)
     outputs, labels = [], []
     # A loader of its own generator: caching must not draw from the global RNG that training's shuffling uses.
     loader = DataLoader(data, batch_size=runtime.eval_batch, shuffle=False, generator=torch.Generator(),
@@ -100,13 +106,15 @@ def training_data(task: Task, runtime: Runtime) -> Dataset:
     return task.train if in_memory is None else in_memory
 
 
-def frozen_prefix_data(prefix: Stage, task: Task, runtime: Runtime) -> tuple[Dataset, Stage]:
+def frozen_prefix_data(prefix: Stage, task: Task, runtime: Runtime,
+                       key: Optional[str] = None) -> tuple[Dataset, Stage]:
     """Training data for the part of a network after a frozen, eval-mode `prefix`, and what to apply to its items.
 
     Without augmentation the prefix's outputs are computed once (training on them equals training through the
-    prefix every epoch, at a fraction of the cost); with augmentation, or outputs too large to keep, the prefix runs
-    on every batch without autograd, so no backward pass goes through it either way."""
-    cached = None if task.train_augmented else precompute(prefix, task.train, runtime)
+    prefix every epoch, at a fraction of the cost; with the prefix's `key`, once per process for the same images);
+    with augmentation, or outputs too large to keep, the prefix runs on every batch without autograd, so no
+    backward pass goes through it either way."""
+    cached = None if task.train_augmented else precompute(prefix, task.train, runtime, key)
     if cached is None:
         return task.train, torch.no_grad()(prefix)
     return cached, _identity

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from benchmark.sharing import module_fingerprint
 from benchmark.streams import Task
 from strategies._heads import GrowingClassifier
 from strategies._loop import Stage, fit, frozen_prefix_data, task_cross_entropy, training_data
@@ -23,10 +24,15 @@ from strategies._vit import prefix_stage, suffix_stage
 from strategies.base import Strategy
 
 EMBEDDINGS = ("patch_embed", "cls_token", "reg_token", "pos_embed", "norm_pre")
+PREFIX_MODULES = ("patch_embed", "pos_drop", "patch_drop", "norm_pre", "blocks")  # what `prefix_stage` runs
 
 
 class TunedBackbone(Strategy):
-    """Subclasses freeze or add backbone parameters in `__init__`; the head is added here."""
+    """Subclasses freeze or add backbone parameters in `__init__`; the head is added here. The features are the
+    backbone's output, a function of its modules alone; the head reads them."""
+
+    classifies_features = True
+    feature_free = ("head",)
 
     def __init__(self, backbone: nn.Module, config, runtime) -> None:
         super().__init__(backbone, config, runtime)
@@ -43,7 +49,7 @@ class TunedBackbone(Strategy):
     def training_data(self, task: Task) -> tuple[Dataset, Stage]:
         """The task's training data and the map from its items to features, skipping work on the frozen prefix."""
         if not any(p.requires_grad for p in self.backbone.parameters()):
-            return frozen_prefix_data(self.features, task, self.runtime)
+            return frozen_prefix_data(self.features, task, self.runtime, key=self.feature_key())
         cut = frozen_blocks(self.backbone)
         if cut == 0:
             return training_data(task, self.runtime), self.features
@@ -52,7 +58,23 @@ class TunedBackbone(Strategy):
         return data, lambda x: suffix(prefix(x))
 
     def predict(self, x: torch.Tensor, task_id: Optional[int] = None) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.classify(self.features(x))
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def feature_identity(self) -> str:
+        return ""
+
+    def frozen_stage(self) -> Optional[tuple[Stage, str, Stage]]:
+        """The frozen embeddings and leading blocks when a later block trains (top-k, block expansion)."""
+        cut = frozen_blocks(self.backbone)
+        if cut == 0 or cut == len(self.backbone.blocks):
+            return None
+        after = [name for name, _ in self.backbone.named_children() if name not in PREFIX_MODULES]
+        after += [f"blocks.{index}" for index in range(cut, len(self.backbone.blocks))]
+        key = module_fingerprint(self.backbone, f"prefix:{cut}", skip=after)
+        return prefix_stage(self.backbone, cut), key, suffix_stage(self.backbone, cut)
 
 
 def frozen_blocks(model: nn.Module) -> int:

@@ -6,6 +6,10 @@ pre-logit features) and its validated hyper-parameters. It implements `train_tas
 centrally from the strategy's modules: trainable = parameters with `requires_grad`; added = parameters and buffers
 the strategy holds that were not in the pre-trained backbone (new heads, adapters, per-task state).
 
+Evaluations that cannot differ are shared (`benchmark.sharing`): the runner keys a strategy's features by
+`feature_key()`, a digest of its modules' tensors and settings plus `feature_identity()` (by default its class and
+configuration: a strategy whose `features` reads state other than its modules' must keep that default or say more).
+
 Adding a strategy: one file, one class with a `Config` dataclass, one `@register("name")`.
 """
 
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import abc
 from itertools import chain
-from typing import Any, ClassVar, Mapping, Optional
+from typing import Any, Callable, ClassVar, Mapping, Optional
 
 import torch
 from torch import nn
@@ -21,6 +25,7 @@ from torch import nn
 from benchmark.config import make_config
 from benchmark.registry import Registry
 from benchmark.runtime import Runtime
+from benchmark.sharing import module_fingerprint
 from benchmark.streams import Task
 
 STRATEGIES: Registry[type["Strategy"]] = Registry("strategy")
@@ -57,6 +62,29 @@ class Strategy(nn.Module, abc.ABC):
         return self.backbone(x)
 
     task_aware: ClassVar[bool] = False  # True: `predict(x, task_id)` differs, and the runner also scores that mode
+    classifies_features: ClassVar[bool] = False  # True: predict(x) == classify(features(x)) (task-agnostic)
+    feature_free: ClassVar[tuple[str, ...]] = ()  # submodules / tensors that `features` never reads (e.g. "head")
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits from `features(x)`, for strategies with `classifies_features` (then the runner reuses features
+        that cannot have changed, such as a frozen backbone's, instead of running `predict` on the images)."""
+        raise NotImplementedError(f"{type(self).__name__} does not classify features")
+
+    def frozen_stage(self) -> Optional[tuple[Callable[[torch.Tensor], torch.Tensor], str,
+                                             Callable[[torch.Tensor], torch.Tensor]]]:
+        """(prefix, its key, rest) with features(x) == rest(prefix(x)) and a prefix that does not train, so the
+        runner can keep the prefix's outputs on evaluation images across evaluations; None (the default): no such
+        cut. The key is a fingerprint of everything the prefix depends on (`benchmark.sharing`)."""
+        return None
+
+    def feature_identity(self) -> str:
+        """What decides `features` beyond the modules' tensors and settings: by default the class and configuration,
+        so only runs of the same method and settings share features; '' when the modules alone decide them."""
+        return f"{type(self).__module__}.{type(self).__qualname__}:{self.config!r}"
+
+    def feature_key(self) -> str:
+        """A digest of everything `features` depends on: equal keys, equal features (`benchmark.sharing`)."""
+        return module_fingerprint(self, self.feature_identity(), self.feature_free)
 
     def report(self) -> dict[str, Any]:
         """What the strategy adds to its run's result (keys of `metrics` merge into the result's metrics)."""

@@ -3,6 +3,7 @@ and as submitit jobs on this machine."""
 
 import pytest
 
+from benchmark.executors import machine_cores, threads_per_worker
 from benchmark.results import iter_results
 from test_suite import suite
 
@@ -42,6 +43,15 @@ def test_executor_gives_the_serial_results(grid, tmp_path, flags):
     out = tmp_path / "out"
     assert suite(config, out, *flags) == 0
     assert numbers(out) == serial and len(serial) == 4
+    threads = {result["cost"]["threads"] for result in iter_results(out)}
+    # runs at once divide the machine's cores; a Ray or SLURM run computes on the CPUs it asked for (1 here)
+    assert threads == ({threads_per_worker(2)} if "--workers" in flags else {1})
+
+
+def test_threads_per_worker_divide_the_cores():
+    assert threads_per_worker(1) == machine_cores()
+    assert threads_per_worker(2) == max(1, machine_cores() // 2)
+    assert threads_per_worker(10 * machine_cores()) == 1
 
 
 def test_unknown_executor_lists_the_valid_ones(grid, tmp_path, capsys):

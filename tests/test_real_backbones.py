@@ -26,6 +26,7 @@ from benchmark.backbones import BACKBONES, PretrainEvalSet, backbone_params, bui
 from benchmark.backbones.clip import timm_vit_args
 from benchmark.datasets.imagenet import class_names, per_class_subset
 from benchmark.errors import ConfigError, DatasetMissingError
+from benchmark.evaluation import StrategyFeatures
 from benchmark.retention import PROTOCOLS, build_retention, protocol_params
 from benchmark.runtime import Runtime
 from benchmark.streams.base import LabelledTensors, Task
@@ -198,8 +199,8 @@ def test_head_protocol_needs_an_imagenet_head(in21k_backbone, in1k_file, imagene
         build_retention(retention({"head": {}}), in1k, RUNTIME)
     with pytest.raises(ConfigError, match=f"zeroshot: backbone '{IN21K}' has no text tower"):
         build_retention(retention({"zeroshot": {}}), in21k_backbone, RUNTIME)
-    scores = build_retention(retention({"knn": {"k": 3, "bank_size": 9}}), in21k_backbone, RUNTIME)(
-        build_strategy("linear", {}, copy.deepcopy(in21k_backbone.model), RUNTIME))
+    scores = build_retention(retention({"knn": {"k": 3, "bank_size": 9}}), in21k_backbone, RUNTIME)(StrategyFeatures(
+        build_strategy("linear", {}, copy.deepcopy(in21k_backbone.model), RUNTIME), RUNTIME))
     assert 0.0 <= scores["knn"] <= 100.0
 
 
@@ -308,12 +309,12 @@ def test_zeroshot_predicts_what_open_clip_predicts(clip_backbone, clip_files, te
     direct = direct_zero_shot(clip_files[True][2], eval_set.images, eval_set.class_names, prompts)
     assert len(set(direct.tolist())) >= 2  # not a constant prediction: the comparison means something
     strategy = build_strategy("linear", {}, copy.deepcopy(clip_backbone.model), RUNTIME)
-    features = strategy.features(eval_set.images)
+    features = StrategyFeatures(strategy, RUNTIME)
     build = PROTOCOLS.builder("zeroshot")
     for labels, expected in ((direct, 100.0), ((direct + 1) % 3, 0.0)):
         relabelled = PretrainEvalSet(eval_set.name, eval_set.images, labels, eval_set.class_names)
         score = build(protocol_params("zeroshot", {"templates": templates}), clip_backbone, relabelled, RUNTIME)
-        assert score(strategy, features) == expected
+        assert score(features) == expected
 
 
 def test_clip_retention_by_zeroshot_and_knn_but_not_head(clip_backbone):
@@ -321,7 +322,8 @@ def test_clip_retention_by_zeroshot_and_knn_but_not_head(clip_backbone):
         build_retention(retention({"head": {}}), clip_backbone, RUNTIME)
     measure = build_retention(retention({"zeroshot": {"templates": "simple"}, "knn": {"k": 3, "bank_size": 9}}),
                               clip_backbone, RUNTIME)
-    scores = measure(build_strategy("linear", {}, copy.deepcopy(clip_backbone.model), RUNTIME))
+    linear = build_strategy("linear", {}, copy.deepcopy(clip_backbone.model), RUNTIME)
+    scores = measure(StrategyFeatures(linear, RUNTIME))
     assert list(scores) == ["zeroshot", "knn"] and all(0.0 <= s <= 100.0 for s in scores.values())
 
 

@@ -1,0 +1,123 @@
+"""Work shared across and inside runs never changes a number: every built-in strategy's result is the same with
+sharing on and off, and the fingerprint that decides what is shared sees every kind of change."""
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+import yaml
+
+from benchmark.evaluation import StrategyFeatures
+from benchmark.results import iter_results
+from benchmark.runtime import Runtime
+from benchmark.sharing import MEMO, module_fingerprint
+from conftest import builtin_strategies
+from strategies import STRATEGIES
+from strategies.base import build_strategy
+from test_suite import suite
+
+TIMINGS = ("train_s", "eval_s", "wall_time_s", "peak_memory_mb", "threads")
+RUNTIME = Runtime.resolve("cpu", "fp32", progress=False)
+
+
+def cheap(name: str) -> dict:
+    """One epoch where the strategy trains in epochs; a top-k that fits the two-block test backbone."""
+    fields = {f.name for f in dataclasses.fields(STRATEGIES.get(name).Config)}
+    return {**({"epochs": 1} if "epochs" in fields else {}), **({"k": 1} if name == "topk" else {})}
+
+
+def numbers(out) -> dict:
+    """Each run's result without what legitimately differs between two executions (timings, versions)."""
+    results = {}
+    for result in iter_results(out):
+        cost = {k: v for k, v in result["cost"].items() if k not in TIMINGS}
+        results[result["run_id"]] = {**{k: v for k, v in result.items() if k not in ("cost", "versions")},
+                                     "cost": cost}
+    return results
+
+
+def test_shared_and_unshared_suites_write_the_same_results_for_every_strategy(tmp_path, tiny_backbone_params):
+    names = builtin_strategies()
+    outs = {}
+    for share in (True, False):
+        config = tmp_path / f"share-{share}.yaml"
+        config.write_text(yaml.safe_dump({
+            "backbones": {"vit-mini": tiny_backbone_params},
+            "streams": {"mini-split-digits": {"n_tasks": 2}, "mini-domain-digits": {"domains": ["clean", "rotated"]}},
+            "strategies": {name: cheap(name) for name in names}, "retention": {"eval_size": 60,
+                                                                              "protocols": {"head": {}, "knn": {"bank_size": 40}}},
+            "device": "cpu", "precision": "bf16", "share": share}))
+        MEMO.clear()
+        assert suite(config, tmp_path / f"out-{share}") == 0
+        if share:
+            assert MEMO.hits > 0  # something was shared: the comparison below is not between two unshared suites
+        else:
+            assert MEMO.hits == MEMO.misses == 0
+        outs[share] = numbers(tmp_path / f"out-{share}")
+    assert len(outs[True]) == 2 * len(names)
+    assert outs[True] == outs[False]
+
+
+def test_fingerprint_follows_tensors_settings_and_hooks(backbone):
+    model = copy.deepcopy(backbone.model)
+    key = module_fingerprint(model)
+    assert module_fingerprint(copy.deepcopy(model)) == key  # equal copies: equal keys (shared across runs)
+    with torch.no_grad():
+        model.blocks[0].mlp.fc1.weight[0, 0] += 1e-3
+    changed = module_fingerprint(model)
+    assert changed != key
+    model.blocks[0].attn.scale = model.blocks[0].attn.scale * 2  # a plain setting
+    assert module_fingerprint(model) != changed
+    scaled = module_fingerprint(model)
+    handle = model.blocks[1].register_forward_hook(lambda module, args, out: out * 0)
+    assert module_fingerprint(model) != scaled
+    handle.remove()
+    assert module_fingerprint(model) == scaled
+    model.eval()
+    assert module_fingerprint(model) != module_fingerprint(model.train())  # train / eval mode
+    head = module_fingerprint(model, skip=("head",))
+    with torch.no_grad():
+        model.head.weight.add_(1.0) if isinstance(model.head, torch.nn.Linear) else None
+    assert module_fingerprint(model, skip=("head",)) == head
+
+
+def test_strategies_of_one_family_share_the_pretrained_features_and_others_do_not(backbone):
+    strategies = {name: build_strategy(name, cheap(name), copy.deepcopy(backbone.model), RUNTIME)
+                  for name in ("full_ft", "linear", "lora", "slca")}
+    keys = {name: s.eval().feature_key() for name, s in strategies.items()}
+    assert keys["full_ft"] == keys["linear"]  # the same pre-trained backbone, features its function alone
+    assert keys["lora"] != keys["linear"]  # adapters are modules of the features (even at zero)
+    assert keys["slca"] != keys["linear"]  # another class: its configuration and class decide (the default)
+    images = torch.rand(5, 1, 28, 28)
+    MEMO.clear()
+    first = StrategyFeatures(strategies["full_ft"], RUNTIME)(images)
+    second = StrategyFeatures(strategies["linear"], RUNTIME)(images)
+    assert second is first and MEMO.hits == 1
+    with torch.no_grad(), RUNTIME.autocast():
+        assert torch.equal(first, strategies["linear"].features(images))
+
+
+def test_a_trained_network_is_not_served_stale_features(backbone, stream):
+    strategy = build_strategy("full_ft", {"epochs": 1}, copy.deepcopy(backbone.model), RUNTIME)
+    images = torch.rand(5, 1, 28, 28)
+    before = StrategyFeatures(strategy.eval(), RUNTIME)(images)
+    strategy.train_task(stream.tasks[0])
+    after = StrategyFeatures(strategy.eval(), RUNTIME)(images)
+    assert not torch.equal(before, after)
+    with torch.no_grad(), RUNTIME.autocast():
+        assert torch.equal(after, strategy.features(images).float())
+
+
+def test_a_frozen_prefix_is_run_once_on_evaluation_images(backbone, stream):
+    strategy = build_strategy("topk", {"epochs": 1, "k": 1}, copy.deepcopy(backbone.model), RUNTIME)
+    images = torch.rand(70, 1, 28, 28)  # more than one evaluation batch
+    MEMO.clear()
+    for task in stream.tasks[:2]:
+        strategy.train_task(task)
+        strategy.eval()
+        shared = StrategyFeatures(strategy, RUNTIME)(images)
+        with torch.no_grad(), RUNTIME.autocast():
+            direct = torch.cat([strategy.features(images[:64]), strategy.features(images[64:])]).float()
+        assert torch.equal(shared, direct)
+    assert MEMO.hits == 1  # the second evaluation took the prefix's outputs; the trained block ran again
