@@ -1,8 +1,14 @@
 """Where the runs of a suite execute: here, in worker processes, on a Ray cluster, or as SLURM jobs (submitit).
 
-Every executor calls the same `benchmark.suite.execute(job)`, which writes the run's result file itself (atomically,
-into the shared results folder), so any executor produces the same files. Ray and submitit are optional extras
-(`pip install .[ray]`, `.[slurm]`), imported only when chosen.
+Every executor calls the `execute(job)` it is handed (the suite passes `benchmark.suite.execute`, which writes the
+run's result file itself, atomically, into the shared results folder), so any executor produces the same files. This
+module never imports the suite: the dependency runs one way, suite -> executors. Ray and submitit are optional
+extras (`pip install .[ray]`, `.[slurm]`), imported only when chosen.
+
+Runs that execute at once divide the machine's cores: each of `--workers N` processes computes on cores / N threads,
+and a Ray task or SLURM job on the `cpus_per_run` it asked for (PyTorch would otherwise give each process all the
+cores: on 2 cores two workers were 2.2x slower than one). A worker process loads each backbone once for all the runs
+it executes, as the in-process executor does for the whole suite.
 """
 
 from __future__ import annotations
@@ -12,40 +18,25 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional, Protocol
 
 from benchmark.config import ExecutorConfig
 from benchmark.errors import ConfigError
 from benchmark.registry import Registry
 
-if TYPE_CHECKING:
-    from benchmark.suite import RunJob
 
-Statuses = Iterator[tuple["RunJob", str]]  # (job, final status) as runs complete
+class Job(Protocol):
+    """What an executor reads of a job (`benchmark.suite.RunJob`: picklable, self-contained)."""
+
+    spec: Any  # a RunSpec: `spec.backbone` names the backbone
+    out_dir: Path
 
 
-Executor = Callable[[list["RunJob"], dict[str, Any], ExecutorConfig], Statuses]
+Execute = Callable[[Job, Optional[Any]], str]  # (job, backbone loaded here or None) -> final status; a top-level
+# function, so that it pickles into worker processes, Ray tasks and SLURM jobs
+Statuses = Iterator[tuple[Job, str]]  # (job, final status) as runs complete
+Executor = Callable[[list[Job], Execute, dict[str, Any], ExecutorConfig], Statuses]
 EXECUTORS: Registry[Executor] = Registry("executor")
-
-
-_BACKBONES: dict[str, Any] = {}  # a worker process's backbones, loaded once for all the runs it executes
-
-
-def _execute(job: "RunJob", threads: int | None = None) -> str:
-    """`suite.execute` in a worker process (or Ray task, SLURM job): its backbone loaded once per process, as the
-    in-process executor loads it once per suite, so later runs also reuse its pre-training data and features."""
-    if threads is not None:
-        limit_threads(threads)
-    from benchmark.backbones import build_backbone
-    from benchmark.suite import execute
-
-    key = json.dumps([job.spec.backbone, job.spec.backbone_params], sort_keys=True)
-    if key not in _BACKBONES:
-        try:
-            _BACKBONES[key] = build_backbone(job.spec.backbone, **job.spec.backbone_params)
-        except Exception:  # the run itself will fail on it and record why
-            return execute(job)
-    return execute(job, _BACKBONES[key])
 
 
 def machine_cores() -> int:
@@ -53,31 +44,46 @@ def machine_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def threads_per_worker(workers: int) -> int:
+    return max(1, machine_cores() // workers)
+
+
 def limit_threads(threads: int) -> None:
-    """Make this process's PyTorch compute on `threads` threads: runs that execute at once divide the machine's
-    cores instead of each taking all of them (on 2 cores, two workers of 2 threads each were 2.2x slower than one)."""
+    """Make this process's PyTorch compute on `threads` threads."""
     import torch
 
     torch.set_num_threads(max(1, threads))
 
 
-def threads_per_worker(workers: int) -> int:
-    return max(1, machine_cores() // workers)
+_BACKBONES: dict[str, Any] = {}  # this worker process's backbones, by name and parameters
+
+
+def in_worker(execute: Execute, job: Job, threads: int) -> str:
+    """`execute(job)` in a worker process, Ray task or SLURM job, on `threads` threads, with the backbone this
+    process loaded for an earlier run (so that run's pre-training data and shared features serve this one too)."""
+    limit_threads(threads)
+    from benchmark.backbones import build_backbone
+
+    key = json.dumps([job.spec.backbone, job.spec.backbone_params], sort_keys=True)
+    if key not in _BACKBONES:
+        try:
+            _BACKBONES[key] = build_backbone(job.spec.backbone, **job.spec.backbone_params)
+        except Exception:  # the run itself fails on it and records why
+            return execute(job, None)
+    return execute(job, _BACKBONES[key])
 
 
 @EXECUTORS.register("local")
-def local(jobs: list["RunJob"], backbones: dict[str, Any], config: ExecutorConfig) -> Statuses:
+def local(jobs: list[Job], execute: Execute, backbones: dict[str, Any], config: ExecutorConfig) -> Statuses:
     """One after another in this process (backbones loaded once), or in `workers` fresh processes."""
     if config.workers == 1:
-        from benchmark.suite import execute
-
         for job in jobs:
             yield job, execute(job, backbones[job.spec.backbone])
         return
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no state shared with this one
-    with ProcessPoolExecutor(max_workers=config.workers, mp_context=context, initializer=limit_threads,
-                             initargs=(threads_per_worker(config.workers),)) as pool:
-        futures = {pool.submit(_execute, job): job for job in jobs}
+    threads = threads_per_worker(config.workers)
+    with ProcessPoolExecutor(max_workers=config.workers, mp_context=context) as pool:
+        futures = {pool.submit(in_worker, execute, job, threads): job for job in jobs}
         for future in as_completed(futures):
             yield futures[future], future.result()
 
@@ -90,7 +96,7 @@ def _optional(module: str, extra: str) -> Any:
 
 
 @EXECUTORS.register("ray")
-def ray_executor(jobs: list["RunJob"], backbones: dict[str, Any], config: ExecutorConfig) -> Statuses:
+def ray_executor(jobs: list[Job], execute: Execute, backbones: dict[str, Any], config: ExecutorConfig) -> Statuses:
     """Each run is a Ray task asking for `cpus_per_run` / `gpus_per_run`; joins `ray_address` or starts a local
     instance."""
     ray = _optional("ray", "ray")
@@ -99,9 +105,9 @@ def ray_executor(jobs: list["RunJob"], backbones: dict[str, Any], config: Execut
         ray.init(address=config.ray_address, num_cpus=config.ray_num_cpus if config.ray_address is None else None,
                  include_dashboard=False, log_to_driver=False)
     try:
-        remote = ray.remote(num_cpus=config.cpus_per_run, num_gpus=config.gpus_per_run)(_execute)
-        threads = max(1, int(config.cpus_per_run))  # each task computes on the CPUs it asked for
-        pending = {remote.remote(job, threads): job for job in jobs}
+        remote = ray.remote(num_cpus=config.cpus_per_run, num_gpus=config.gpus_per_run)(in_worker)
+        threads = max(1, int(config.cpus_per_run))
+        pending = {remote.remote(execute, job, threads): job for job in jobs}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             yield pending.pop(done[0]), ray.get(done[0])
@@ -111,7 +117,8 @@ def ray_executor(jobs: list["RunJob"], backbones: dict[str, Any], config: Execut
 
 
 @EXECUTORS.register("submitit")
-def submitit_executor(jobs: list["RunJob"], backbones: dict[str, Any], config: ExecutorConfig) -> Statuses:
+def submitit_executor(jobs: list[Job], execute: Execute, backbones: dict[str, Any], config: ExecutorConfig
+                      ) -> Statuses:
     """Each run is a job of submitit's AutoExecutor (SLURM where present; `submitit_cluster: local` for this
     machine)."""
     submitit = _optional("submitit", "slurm")
@@ -122,6 +129,6 @@ def submitit_executor(jobs: list["RunJob"], backbones: dict[str, Any], config: E
     executor.update_parameters(timeout_min=config.timeout_min, cpus_per_task=max(int(config.cpus_per_run), 1),
                                gpus_per_node=int(config.gpus_per_run))
     threads = max(1, int(config.cpus_per_run))
-    submitted = [(job, executor.submit(_execute, job, threads)) for job in jobs]
+    submitted = [(job, executor.submit(in_worker, execute, job, threads)) for job in jobs]
     for job, handle in submitted:
         yield job, handle.result()
