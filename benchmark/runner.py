@@ -8,6 +8,8 @@ gradient-free, in eval mode and batched; test sets are turned into tensors once 
 from __future__ import annotations
 
 import copy
+import functools
+import json
 import random
 import time
 from pathlib import Path
@@ -29,6 +31,21 @@ from benchmark.streams import Stream, build_stream
 from strategies.base import build_strategy
 
 
+@functools.lru_cache(maxsize=8)
+def _shared_stream(name: str, seed: int, image_spec: Any, params: str, runtime: Runtime) -> tuple[Stream, TestSets]:
+    stream = build_stream(name, seed, image_spec=image_spec, **json.loads(params))
+    return stream, TestSets.of([task.test for task in stream.tasks], runtime)
+
+
+def stream_and_tests(spec: RunSpec, backbone: Backbone, runtime: Runtime) -> tuple[Stream, TestSets]:
+    """The run's stream and its test sets, built once per process for all runs of the same stream and seed when
+    sharing (streams and decoded test sets are never modified)."""
+    params = json.dumps(spec.stream_params, sort_keys=True)
+    if runtime.share:
+        return _shared_stream(spec.stream, spec.seed, backbone.image_spec, params, runtime)
+    return _shared_stream.__wrapped__(spec.stream, spec.seed, backbone.image_spec, params, runtime)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -48,9 +65,8 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
     started = _clock(runtime)
     costs.reset_peak_memory(runtime.device)
     backbone = backbone or build_backbone(spec.backbone, **spec.backbone_params)
-    stream = build_stream(spec.stream, spec.seed, image_spec=backbone.image_spec, **spec.stream_params)
+    stream, tests = stream_and_tests(spec, backbone, runtime)
     retention = build_retention(spec.retention, backbone, runtime)
-    tests = TestSets.of([task.test for task in stream.tasks], runtime)
 
     seed_everything(spec.seed)
     strategy = build_strategy(spec.strategy, spec.strategy_params, copy.deepcopy(backbone.model), runtime)

@@ -9,26 +9,31 @@ network's features of a set of images are kept under a key made of everything th
   forward hooks, and the bytes of every parameter and buffer (content, not identity: the copies of a backbone in
   two runs are equal until one of them trains), plus what the strategy says decides its features beyond that
   (`Strategy.feature_identity`: by default its class and configuration);
-- the images: the bytes of the tensor (hashed once per tensor object; image sets are never modified);
+- the images: the bytes of the tensor;
 - how the features were computed: device, autocast precision, evaluation batch size.
 
 So a hit returns exactly the tensor a fresh computation would (same kernels, same batches), and a result is the
 same bit for bit with sharing on or off (tested for every strategy). The memo lives in one process: runs in the
 same process (the default executor) share it; each worker process or Ray worker has its own, which keeps it correct
-under any executor and under resume without any file to invalidate. Hashing costs about 15 ms for vit-mini and
-0.4 s for ViT-B/16 per evaluation, against the hundreds of images each evaluation runs through the network.
-Images that are read from disk on every pass (data sets too large to hold) are never memoised.
+under any executor and under resume without any file to invalidate. Images that are read from disk on every pass
+(data sets too large to hold) are never memoised.
+
+A tensor's digest is xxHash's XXH3-128 of its bytes (the `xxhash` package: ~10 GB/s, where hashlib's cryptographic
+digests manage ~0.5 GB/s; no adversary here, and 128 bits make an accidental collision negligible), kept per tensor
+object and recomputed only when the tensor's version counter has moved: PyTorch counts every in-place change
+(optimizer steps, `copy_`, `load_state_dict`), so a frozen backbone is hashed once per run. A strategy must change its
+tensors in place through PyTorch operations, never through `.data` (which bypasses the counter).
 """
 
 from __future__ import annotations
 
-import hashlib
 import weakref
 from collections import OrderedDict
 from itertools import chain
 from typing import Callable, Iterable, Optional
 
 import torch
+import xxhash
 from torch import nn
 
 PLAIN = (bool, int, float, str, type(None))
@@ -55,6 +60,30 @@ def tensor_bytes(tensor: torch.Tensor) -> bytes:
     return flat.view(torch.uint8).cpu().numpy().tobytes() if flat.numel() else b""
 
 
+class _TensorDigests:
+    """Content digests of tensors (dtype, shape, bytes), computed once per tensor object and version (tensors are
+    held weakly, so a freed tensor's id, reused by another tensor, is never mistaken for it)."""
+
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[weakref.ref, int, str]] = {}
+        self._prune_at = 1024
+
+    def __call__(self, tensor: torch.Tensor) -> str:
+        known = self._known.get(id(tensor))
+        if known is not None and known[0]() is tensor and known[1] == tensor._version:
+            return known[2]
+        digest = xxhash.xxh3_128(repr((str(tensor.dtype), tuple(tensor.shape))).encode())
+        digest.update(tensor_bytes(tensor))
+        if len(self._known) >= self._prune_at:  # forget freed tensors now and then
+            self._known = {k: v for k, v in self._known.items() if v[0]() is not None}
+            self._prune_at = max(1024, 2 * len(self._known))
+        self._known[id(tensor)] = (weakref.ref(tensor), tensor._version, digest.hexdigest())
+        return digest.hexdigest()
+
+
+tensor_digest = _TensorDigests()
+
+
 def module_fingerprint(module: nn.Module, identity: str = "", skip: Iterable[str] = ()) -> str:
     """A digest of everything a module's output depends on (see the module docstring); submodules and tensors under
     the names in `skip` (prefixes, e.g. a classifier head that the features never read) are left out."""
@@ -63,34 +92,15 @@ def module_fingerprint(module: nn.Module, identity: str = "", skip: Iterable[str
     def kept(name: str) -> bool:
         return not any(name == s or name.startswith(s + ".") for s in skipped)
 
-    digest = hashlib.blake2b(identity.encode(), digest_size=20)
+    digest = xxhash.xxh3_128(identity.encode())
     for name, sub in module.named_modules():
         if kept(name):  # the root's class is what `identity` says of it (modules alone decide: not recorded)
             kind = type(sub).__qualname__ if name else ""
             digest.update(repr((name, kind, _plain_settings(sub), _hooks(sub))).encode())
     for name, tensor in chain(module.named_parameters(), module.named_buffers()):
         if kept(name):
-            digest.update(repr((name, str(tensor.dtype), tuple(tensor.shape))).encode())
-            digest.update(tensor_bytes(tensor))
+            digest.update(repr((name, tensor_digest(tensor))).encode())
     return digest.hexdigest()
-
-
-class _TensorKeys:
-    """Content digests of image tensors, computed once per tensor object and version (tensors are held weakly, so a
-    freed tensor's id, reused by another tensor, is never mistaken for it)."""
-
-    def __init__(self) -> None:
-        self._keys: dict[int, tuple[weakref.ref, int, str]] = {}
-
-    def __call__(self, tensor: torch.Tensor) -> str:
-        known = self._keys.get(id(tensor))
-        if known is not None and known[0]() is tensor and known[1] == tensor._version:
-            return known[2]
-        digest = hashlib.blake2b(repr((str(tensor.dtype), tuple(tensor.shape))).encode(), digest_size=20)
-        digest.update(tensor_bytes(tensor))
-        self._keys = {k: v for k, v in self._keys.items() if v[0]() is not None}
-        self._keys[id(tensor)] = (weakref.ref(tensor), tensor._version, digest.hexdigest())
-        return digest.hexdigest()
 
 
 class FeatureMemo:
@@ -120,7 +130,6 @@ class FeatureMemo:
 
 
 MEMO = FeatureMemo()  # one per process
-image_key = _TensorKeys()
 
 
 def memoised(network_key: str, images: object, context: tuple,
@@ -129,11 +138,4 @@ def memoised(network_key: str, images: object, context: tuple,
     not a tensor in memory are computed every time."""
     if not isinstance(images, torch.Tensor):
         return compute()
-    return MEMO.get_or_compute((network_key, image_key(images), context), compute)
-
-
-def frozen_key(module: nn.Module, identity: str = "") -> Optional[str]:
-    """The fingerprint of a module none of whose parameters train, or None if one does (its outputs may change)."""
-    if any(p.requires_grad for p in module.parameters()):
-        return None
-    return module_fingerprint(module, identity)
+    return MEMO.get_or_compute((network_key, tensor_digest(images), context), compute)
