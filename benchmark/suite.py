@@ -140,7 +140,7 @@ def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpo
                 outcome.skipped.append(spec.run_id)
             else:
                 todo.append(RunJob(spec, out_dir, runtime, keep_checkpoints))
-        statuses = executor(todo, backbones, config.executor)
+        statuses = executor(todo, execute, backbones, config.executor)
         for job, status in runtime.bar(statuses, desc="runs", total=len(todo), leave=True):
             {STATUS_OK: outcome.ran, STATUS_DIVERGED: outcome.diverged}.get(status, outcome.failed).append(
                 job.spec.run_id)

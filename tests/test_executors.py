@@ -47,3 +47,12 @@ def test_executor_gives_the_serial_results(grid, tmp_path, flags):
 def test_unknown_executor_lists_the_valid_ones(grid, tmp_path, capsys):
     assert suite(grid[0], tmp_path / "out", "--executor", "dask") == 2
     assert "unknown executor 'dask'; valid: local, ray, submitit" in capsys.readouterr().err
+
+
+def test_executors_do_not_import_the_suite():
+    """The suite hands `execute` to the executor: importing the executors loads no suite (no import circle)."""
+    import subprocess
+    import sys
+
+    code = "import sys, benchmark.executors; print('benchmark.suite' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
