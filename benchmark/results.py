@@ -219,5 +219,6 @@ def versions() -> dict[str, str]:
     import timm
     import torch
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+    # str(): torch.__version__ is a TorchVersion, which `torch.load(weights_only=True)` refuses in a checkpoint
+    return {"python": platform.python_version(), "torch": str(torch.__version__), "timm": timm.__version__,
             "avalanche": avalanche.__version__, "git_commit": _git_commit()}

@@ -1,0 +1,150 @@
+"""A results folder is trusted only as far as it checks out. A truncated result, one of an older schema, one of
+another configuration, and a checkpoint that is unreadable, of another run or of another code version are each
+rerun, with one line naming the file and why; a result written by a newer suite is refused (exit 2, nothing
+changed); `python -m reports` names every result file it leaves out. End to end through `run_suite.py` and
+`python -m reports` as subprocesses, on the tiny backbone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from benchmark.results import iter_results
+from test_suite import ROOT, snapshot, suite
+
+NUMBERS = ("accuracy_matrix", "metrics", "class_order")
+SEEDS = [0, 1, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_backbone_params) -> tuple[Path, Path]:
+    """A suite of one strategy on a two-task stream, four seeds, run once with per-task checkpoints kept."""
+    folder = tmp_path_factory.mktemp("finished")
+    config = folder / "suite.yaml"
+    config.write_text(yaml.safe_dump({
+        "backbones": {"vit-mini": tiny_backbone_params}, "streams": {"mini-split-digits": {"n_tasks": 2}},
+        "strategies": {"linear": {"epochs": 1}}, "seeds": SEEDS, "retention": {"eval_size": 50}, "device": "cpu"}))
+    assert suite(config, folder / "out", "--keep-checkpoints") == 0
+    return config, folder / "out"
+
+
+def copy_of(finished: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path, dict[int, Path]]:
+    """A fresh copy of the finished folder, and each seed's run folder in it."""
+    config, out = finished
+    shutil.copytree(out, tmp_path / "out")
+    runs = {seed: next((tmp_path / "out" / "runs").glob(f"*__seed{seed}__*")) for seed in SEEDS}
+    return config, tmp_path / "out", runs
+
+
+def numbers(out: Path) -> dict[int, dict]:
+    return {r["seed"]: {key: r[key] for key in NUMBERS} for r in iter_results(out)}
+
+
+def command(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def edit_checkpoint(path: Path, **changes) -> None:
+    payload = torch.load(path, weights_only=True)
+    for key, value in changes.items():
+        if key == "git_commit":
+            payload["versions"]["git_commit"] = value
+        else:
+            payload[key] = value
+    torch.save(payload, path)
+
+
+def test_damaged_folder_is_rerun_and_reports_say_what_they_skip(finished, tmp_path):
+    config, out, runs = copy_of(finished, tmp_path)
+    original = numbers(out)
+    result = {seed: runs[seed] / "result.json" for seed in SEEDS}
+    result[0].write_text(result[0].read_text()[:100])  # truncated, as by a full disk
+    old = json.loads(result[1].read_text())
+    result[1].write_text(json.dumps({**old, "schema_version": 1}))  # an older suite's
+    result[2].unlink()  # killed after its last checkpoint; the checkpoint comes from other code
+    (runs[3] / "checkpoint.pt").unlink()
+    edit_checkpoint(runs[2] / "checkpoint.pt", git_commit="0" * 40)
+
+    report = command("-m", "reports", str(out))
+    assert report.returncode == 0, report.stderr
+    skipped = sorted(line for line in report.stderr.splitlines() if line.startswith("skipped "))
+    assert len(skipped) == 2
+    assert skipped[0].startswith(f"skipped {result[0]}: is not valid JSON (") and skipped[0].endswith("; truncated?)")
+    assert skipped[1] == f"skipped {result[1]}: has schema version 1; this suite reads version 2"
+    assert list(pd.read_csv(out / "leaderboard.csv")["n_seeds"]) == [1]  # seed 3 only
+
+    rerun = command("run_suite.py", "--config", str(config), "--out", str(out), "--quiet")
+    assert rerun.returncode == 0, rerun.stderr
+    lines = rerun.stderr.strip().splitlines()
+    id_of = {seed: runs[seed].name for seed in SEEDS}
+    assert lines[0].startswith(f"rerunning {id_of[0]}: {result[0]} is not valid JSON (")
+    assert lines[1] == f"rerunning {id_of[1]}: {result[1]} has schema version 1; this suite reads version 2"
+    assert lines[2].startswith(f"restarting {id_of[2]} from its first task: {runs[2] / 'checkpoint.pt'} was written "
+                               f"by another code version (git_commit '{'0' * 40}', now ")
+    assert lines[2].endswith("); removed it") and len(lines) == 3
+    assert "3 runs done, 1 already finished, 0 failed, 0 diverged" in rerun.stdout
+    assert numbers(out) == original  # the same numbers again (same seeds, CPU)
+
+    clean = command("-m", "reports", str(out))
+    assert clean.returncode == 0 and clean.stderr == ""
+    assert list(pd.read_csv(out / "leaderboard.csv")["n_seeds"]) == [4]
+
+
+def test_result_of_a_newer_suite_is_refused_and_nothing_changes(finished, tmp_path, capsys):
+    config, out, runs = copy_of(finished, tmp_path)
+    path = runs[0] / "result.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "schema_version": 99}))
+    before = snapshot(out)
+    assert suite(config, out) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (f"error: {path} has schema version 99; this suite reads version 2 (a newer suite wrote it); "
+                    "update the suite, or pass another --out")
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("damage, why", [
+    ("another configuration", "records another configuration than this run's"),
+    ("not an object", "holds a JSON list, not a result object"),
+    ("no metrics", "lacks the field 'metrics'"),
+    ("another run's", "records run 'someone-else', not the run its folder names"),
+])
+def test_result_that_does_not_check_out_is_rerun(finished, tmp_path, capsys, damage, why):
+    config, out, runs = copy_of(finished, tmp_path)
+    path = runs[0] / "result.json"
+    result = json.loads(path.read_text())
+    damaged = {"another configuration": {**result, "config": {**result["config"], "seed": 7}},
+               "not an object": [result], "no metrics": {k: v for k, v in result.items() if k != "metrics"},
+               "another run's": {**result, "run_id": "someone-else"}}[damage]
+    path.write_text(json.dumps(damaged))
+    original = numbers(finished[1])
+    assert suite(config, out) == 0
+    assert capsys.readouterr().err.strip().splitlines() == [f"rerunning {runs[0].name}: {path} {why}"]
+    assert numbers(out) == original
+
+
+@pytest.mark.parametrize("damage, why", [
+    ("truncated", "cannot be read ("),
+    ("another run's", "belongs to run 'someone-else' (another configuration)"),
+    ("another format", "is not a checkpoint of this suite's format 2"),
+])
+def test_checkpoint_that_does_not_check_out_restarts_the_run(finished, tmp_path, capsys, damage, why):
+    config, out, runs = copy_of(finished, tmp_path)
+    (runs[0] / "result.json").unlink()
+    checkpoint = runs[0] / "checkpoint.pt"
+    if damage == "truncated":
+        checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    else:
+        edit_checkpoint(checkpoint, **({"run_id": "someone-else"} if damage == "another run's" else {"format": 1}))
+    assert suite(config, out) == 0
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"restarting {runs[0].name} from its first task: {checkpoint} {why}")
+    assert line.endswith("; removed it")
+    assert numbers(out) == numbers(finished[1])
