@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from benchmark.results import iter_results
+from reports.__main__ import main as reports_main
 from test_suite import ROOT, snapshot, suite
 
 NUMBERS = ("accuracy_matrix", "metrics", "class_order")
@@ -36,12 +37,12 @@ def finished(tmp_path_factory, tiny_backbone_params) -> tuple[Path, Path]:
     return config, folder / "out"
 
 
-def copy_of(finished: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path, dict[int, Path]]:
-    """A fresh copy of the finished folder, and each seed's run folder in it."""
+def copy_of(finished: tuple[Path, Path], folder: Path) -> tuple[Path, Path, dict[int, Path]]:
+    """A fresh copy of the finished folder at `folder`/out, and each seed's run folder in it."""
     config, out = finished
-    shutil.copytree(out, tmp_path / "out")
-    runs = {seed: next((tmp_path / "out" / "runs").glob(f"*__seed{seed}__*")) for seed in SEEDS}
-    return config, tmp_path / "out", runs
+    shutil.copytree(out, folder / "out")
+    runs = {seed: next((folder / "out" / "runs").glob(f"*__seed{seed}__*")) for seed in SEEDS}
+    return config, folder / "out", runs
 
 
 def numbers(out: Path) -> dict[int, dict]:
@@ -62,7 +63,7 @@ def edit_checkpoint(path: Path, **changes) -> None:
     torch.save(payload, path)
 
 
-def test_damaged_folder_is_rerun_and_reports_say_what_they_skip(finished, tmp_path):
+def test_damaged_folder_is_rerun_and_reports_say_what_they_skip(finished, tmp_path, capsys):
     config, out, runs = copy_of(finished, tmp_path)
     original = numbers(out)
     result = {seed: runs[seed] / "result.json" for seed in SEEDS}
@@ -93,8 +94,7 @@ def test_damaged_folder_is_rerun_and_reports_say_what_they_skip(finished, tmp_pa
     assert "3 runs done, 1 already finished, 0 failed, 0 diverged" in rerun.stdout
     assert numbers(out) == original  # the same numbers again (same seeds, CPU)
 
-    clean = command("-m", "reports", str(out))
-    assert clean.returncode == 0 and clean.stderr == ""
+    assert reports_main([str(out)]) == 0 and capsys.readouterr().err == ""  # nothing skipped any more
     assert list(pd.read_csv(out / "leaderboard.csv")["n_seeds"]) == [4]
 
 
@@ -110,41 +110,35 @@ def test_result_of_a_newer_suite_is_refused_and_nothing_changes(finished, tmp_pa
     assert snapshot(out) == before
 
 
-@pytest.mark.parametrize("damage, why", [
-    ("another configuration", "records another configuration than this run's"),
-    ("not an object", "holds a JSON list, not a result object"),
-    ("no metrics", "lacks the field 'metrics'"),
-    ("another run's", "records run 'someone-else', not the run its folder names"),
-])
-def test_result_that_does_not_check_out_is_rerun(finished, tmp_path, capsys, damage, why):
-    config, out, runs = copy_of(finished, tmp_path)
-    path = runs[0] / "result.json"
-    result = json.loads(path.read_text())
-    damaged = {"another configuration": {**result, "config": {**result["config"], "seed": 7}},
-               "not an object": [result], "no metrics": {k: v for k, v in result.items() if k != "metrics"},
-               "another run's": {**result, "run_id": "someone-else"}}[damage]
-    path.write_text(json.dumps(damaged))
-    original = numbers(finished[1])
+def test_results_and_checkpoints_that_do_not_check_out_are_rerun(finished, tmp_path, capsys):
+    """Seeds 0-3: damaged results; seeds 0-2 again, in a second folder: damaged checkpoints (results removed)."""
+    config, out, runs = copy_of(finished, tmp_path / "results")
+    paths = {seed: runs[seed] / "result.json" for seed in SEEDS}
+    result = json.loads(paths[0].read_text())
+    damaged = {0: ({**result, "config": {**result["config"], "seed": 7}},
+                   "records another configuration than this run's"),
+               1: ([result], "holds a JSON list, not a result object"),
+               2: ({k: v for k, v in result.items() if k != "metrics"}, "lacks the field 'metrics'"),
+               3: ({**result, "run_id": "someone-else"}, "records run 'someone-else', not the run its folder names")}
+    for seed, (content, _) in damaged.items():
+        paths[seed].write_text(json.dumps(content))
     assert suite(config, out) == 0
-    assert capsys.readouterr().err.strip().splitlines() == [f"rerunning {runs[0].name}: {path} {why}"]
-    assert numbers(out) == original
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"rerunning {runs[seed].name}: {paths[seed]} {why}" for seed, (_, why) in damaged.items()]
+    assert numbers(out) == numbers(finished[1])
 
-
-@pytest.mark.parametrize("damage, why", [
-    ("truncated", "cannot be read ("),
-    ("another run's", "belongs to run 'someone-else' (another configuration)"),
-    ("another format", "is not a checkpoint of this suite's format 2"),
-])
-def test_checkpoint_that_does_not_check_out_restarts_the_run(finished, tmp_path, capsys, damage, why):
-    config, out, runs = copy_of(finished, tmp_path)
-    (runs[0] / "result.json").unlink()
-    checkpoint = runs[0] / "checkpoint.pt"
-    if damage == "truncated":
-        checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
-    else:
-        edit_checkpoint(checkpoint, **({"run_id": "someone-else"} if damage == "another run's" else {"format": 1}))
+    config, out, runs = copy_of(finished, tmp_path / "checkpoints")
+    checkpoints = {seed: runs[seed] / "checkpoint.pt" for seed in SEEDS}
+    checkpoints[0].write_bytes(checkpoints[0].read_bytes()[:1000])
+    edit_checkpoint(checkpoints[1], run_id="someone-else")
+    edit_checkpoint(checkpoints[2], format=1)
+    for seed in (0, 1, 2):
+        (runs[seed] / "result.json").unlink()
     assert suite(config, out) == 0
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith(f"restarting {runs[0].name} from its first task: {checkpoint} {why}")
-    assert line.endswith("; removed it")
+    lines = capsys.readouterr().err.strip().splitlines()
+    for line, seed, why in zip(lines, (0, 1, 2), ("cannot be read (", "belongs to run 'someone-else' (another "
+                                                  "configuration)", "is not a checkpoint of this suite's format 2")):
+        assert line.startswith(f"restarting {runs[seed].name} from its first task: {checkpoints[seed]} {why}")
+        assert line.endswith("; removed it")
+    assert len(lines) == 3 and not checkpoints[0].exists()  # removed (and not kept: the run finished)
     assert numbers(out) == numbers(finished[1])
