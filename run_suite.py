@@ -4,7 +4,8 @@
                         [--streams x y] [--quiet] [--keep-checkpoints] [--dry-run]
 
 Results land in DIR/runs/<run_id>/result.json (default DIR: results/<config name>); finished runs are skipped on
-a re-run; the leaderboard is rebuilt at the end. Bad input exits with code 2 and one line on stderr.
+a re-run; the leaderboard is rebuilt at the end. Exit codes: 0 all runs finished, 1 some run failed, 2 bad input
+(one line on stderr, nothing written), 130 interrupted (rerun to resume); see benchmark/errors.py.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "mini.yaml"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from benchmark.errors import ArgumentParser
+
+    parser = ArgumentParser(prog="run_suite.py", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML suite (default: configs/mini.yaml)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: results/<config name>)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the config's seeds")
@@ -37,32 +41,44 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
+    from benchmark.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, UserInputError  # light: no torch
+
+    try:
+        return run(parse_args(argv))
+    except UserInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted: finished runs and per-task checkpoints are kept; run the same command again to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def run(args: argparse.Namespace) -> int:
     # Avalanche imports qpsolvers, which warns at import that no QP solver is installed (only GEM-like methods need one).
     warnings.filterwarnings("ignore", message="no QP solver found")
     # Imported after argument parsing: `--help` answers without loading torch.
     import strategies  # noqa: F401  (registers the built-in strategies)
-    from benchmark.config import load_suite, select
-    from benchmark.errors import UserInputError
+    from benchmark.config import load_suite, require_folder, select
+    from benchmark.errors import EXIT_OK, EXIT_RUNS_FAILED
     from benchmark.runtime import Runtime
     from benchmark.suite import run_suite
     from reports.report import generate_report
 
-    try:
-        overrides = {"name": args.executor, "workers": args.workers, "ray_address": args.ray_address,
-                     "submitit_cluster": args.submitit_cluster}
-        config = select(load_suite(args.config), streams=args.streams, strategies=args.strategies, seeds=args.seeds,
-                        executor={k: v for k, v in overrides.items() if v is not None})
-        out_dir = args.out or Path("results") / config.name
-        runtime = Runtime.resolve(config.device, config.precision, progress=not args.quiet,
-                                  loader_workers=config.loader_workers, share=config.share)
-        if args.dry_run:
-            return print_plan(config, runtime)
-        outcome = run_suite(config, out_dir, runtime, keep_checkpoints=args.keep_checkpoints)
-    except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    overrides = {"name": args.executor, "workers": args.workers, "ray_address": args.ray_address,
+                 "submitit_cluster": args.submitit_cluster}
+    config = select(load_suite(args.config), streams=args.streams, strategies=args.strategies, seeds=args.seeds,
+                    executor={k: v for k, v in overrides.items() if v is not None})
+    out_dir = args.out or Path("results") / config.name
+    require_folder(out_dir, "--out", writable=True)
+    runtime = Runtime.resolve(config.device, config.precision, progress=not args.quiet,
+                              loader_workers=config.loader_workers, share=config.share)
+    if args.dry_run:
+        return print_plan(config, runtime)
+    outcome = run_suite(config, out_dir, runtime, keep_checkpoints=args.keep_checkpoints)
     report = generate_report([out_dir], out_dir)
+    for skipped in report.skipped:
+        print(skipped.line(), file=sys.stderr)
     print(report.markdown.read_text())
     print(f"{len(outcome.ran)} runs done, {len(outcome.skipped)} already finished, {len(outcome.failed)} failed, "
           f"{len(outcome.diverged)} diverged")
@@ -70,7 +86,7 @@ def main(argv: list[str]) -> int:
         for run_id in run_ids:
             print(f"{status}: {out_dir / 'runs' / run_id / 'result.json'}")
     print(f"results: {out_dir}/runs/  leaderboard: {report.leaderboard}\nreport: {report.html}")
-    return 1 if outcome.failed else 0
+    return EXIT_RUNS_FAILED if outcome.failed else EXIT_OK
 
 
 def print_plan(config, runtime) -> int:

@@ -6,6 +6,11 @@ After each task the runner stores the strategy's parameters and buffers that dif
 retention so far, the timings, and every random number generator's state. Optimisers live within a task in the
 shared loop, so there is no optimiser state between tasks to store. Files are written atomically
 and read with `torch.load(weights_only=True)`: a checkpoint from someone else cannot execute code.
+
+A checkpoint records its run id (which hashes the run's whole configuration) and the code's versions (git commit,
+torch, timm, Avalanche, this format): `check_checkpoint` finds one that is unreadable, of another run or of another
+code version, and the suite then reruns that run from its first task (saying so) instead of resuming from state
+that another configuration or other code produced.
 """
 
 from __future__ import annotations
@@ -19,10 +24,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmark.results import one_line_error, versions
+
 if TYPE_CHECKING:
     from strategies.base import Strategy
 
 CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FORMAT = 2  # 2: records `versions`
+PAYLOAD_KEYS = ("format", "run_id", "versions", "state", "progress", "rng")
 
 
 @dataclass
@@ -74,8 +83,8 @@ def save_checkpoint(path: Path, run_id: str, strategy: nn.Module, progress: Prog
                     reference: dict[str, torch.Tensor]) -> None:
     """Store what the strategy changed or added (relative to `reference`, the pre-trained tensors under the
     strategy's names), the progress and the random generators."""
-    payload = {"run_id": run_id, "state": _changed(strategy.state_dict(), reference), "progress": asdict(progress),
-               "rng": _rng_state()}
+    payload = {"format": CHECKPOINT_FORMAT, "run_id": run_id, "versions": versions(),
+               "state": _changed(strategy.state_dict(), reference), "progress": asdict(progress), "rng": _rng_state()}
     partial = path.with_name(path.name + ".partial")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(payload, partial)
@@ -96,6 +105,27 @@ def load_resizing(module: nn.Module, state: dict[str, torch.Tensor], unchanged: 
     missing = module.load_state_dict(state, strict=False).missing_keys
     if set(missing) - unchanged:
         raise RuntimeError(f"checkpoint lacks {sorted(set(missing) - unchanged)[:3]}")
+
+
+def check_checkpoint(path: Path, run_id: str) -> Optional[str]:
+    """Why the checkpoint at `path` must not be resumed from (unreadable or truncated, of another run, of another
+    code version), or None if it may be (or there is none)."""
+    if not path.exists():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # noqa: BLE001 (torch raises RuntimeError, pickle and zip errors, OSError, EOFError)
+        return f"cannot be read ({one_line_error(error)[:200]})"
+    if not isinstance(payload, dict) or set(PAYLOAD_KEYS) - set(payload) or payload["format"] != CHECKPOINT_FORMAT:
+        return f"is not a checkpoint of this suite's format {CHECKPOINT_FORMAT}"
+    if payload["run_id"] != run_id:
+        return f"belongs to run {payload['run_id']!r} (another configuration)"
+    differing = sorted(key for key in versions() if payload["versions"].get(key) != versions()[key])
+    if differing:
+        key = differing[0]
+        return (f"was written by another code version ({key} {payload['versions'].get(key)!r}, now "
+                f"{versions()[key]!r})")
+    return None
 
 
 def resume(path: Path, run_id: str, strategy: "Strategy", reference: dict[str, torch.Tensor]) -> Optional[Progress]:

@@ -8,6 +8,8 @@ YAML mapping, rejecting unknown keys and wrong types with a message that names t
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import types
 import typing
 from pathlib import Path
@@ -18,12 +20,38 @@ import yaml
 from benchmark.errors import ConfigError
 
 C = TypeVar("C")
+SEED_LIMIT = 2**32  # numpy's RandomState (class orders, splits) takes seeds in [0, 2**32); torch and random take more
 
 
 def require(condition: bool, key: str, allowed: str, value: Any) -> None:
     """Raise a ConfigError naming `key`, the allowed range and the value given, unless `condition` holds."""
     if not condition:
         raise ConfigError(f"{key}: must be {allowed}, got {value!r}")
+
+
+def _nearest_existing(path: Path) -> Path:
+    """`path` or its closest ancestor that exists (the folder that a `mkdir(parents=True)` would start from)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(".")
+
+
+def require_folder(path: str | Path, key: str, writable: bool = False) -> None:
+    """`path` ("" = a default) is a folder or can become one: it is not a file, nor inside a file, and with
+    `writable` the folder it would be created in accepts new files."""
+    if not str(path):
+        return
+    existing = _nearest_existing(Path(path))
+    require(existing.is_dir(), key, "a folder (or a path to create one at), not a file" if existing == Path(path)
+            else f"a path to create a folder at, but {str(existing)!r} is a file", str(path))
+    require(not writable or os.access(existing, os.W_OK | os.X_OK), key,
+            f"a folder you may write to ({str(existing)!r} is not writable)", str(path))
+
+
+def require_seed(seed: int, key: str) -> None:
+    """A seed every generator of a run accepts (numpy's is the narrowest)."""
+    require(0 <= seed < SEED_LIMIT, key, f"an integer in [0, 2**32 - 1 = {SEED_LIMIT - 1}]", seed)
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -51,9 +79,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         try:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: must be a number, got {value!r}") from None
+        require(math.isfinite(number), key, "a finite number", value)  # YAML's .inf / .nan pass every `> 0`
+        return number
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: must be a string, got {value!r}")
@@ -62,7 +92,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
 
 
 def make_config(cls: type[C], raw: Mapping[str, Any] | None, where: str) -> C:
-    """Build dataclass `cls` from `raw`; `where` (e.g. 'strategies.full_ft') prefixes every error message."""
+    """Build dataclass `cls` from `raw`; `where` (e.g. 'strategies.full_ft') prefixes every error message. Every
+    float must be finite and every field named `*seed` a seed numpy accepts, whatever the dataclass."""
     if raw is not None and not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: must be a mapping of hyper-parameters, got {raw!r}")
     raw = dict(raw or {})
@@ -72,6 +103,9 @@ def make_config(cls: type[C], raw: Mapping[str, Any] | None, where: str) -> C:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(fields) or '(none)'}")
     hints = typing.get_type_hints(cls)
     values = {name: _coerce(value, hints[name], f"{where}.{name}") for name, value in raw.items()}
+    for name, value in values.items():
+        if name.endswith("seed") and isinstance(value, int):  # split_seed, subset_seed, ...: fed to numpy
+            require_seed(value, f"{where}.{name}")
     try:
         return cls(**values)
     except ConfigError as error:
@@ -129,6 +163,9 @@ def retention_dict(retention: RetentionConfig, protocol_params: Callable[[str, M
             "eval_size": retention.eval_size, "subset_seed": retention.subset_seed}
 
 
+SUBMITIT_CLUSTERS = (None, "slurm", "local", "debug")  # submitit.AutoExecutor's clusters; None picks
+
+
 @dataclasses.dataclass(frozen=True)
 class ExecutorConfig:
     """Where runs execute (benchmark/executors.py); the YAML key `executor`, overridden by --executor etc."""
@@ -145,6 +182,13 @@ class ExecutorConfig:
 
     def __post_init__(self) -> None:
         require(self.workers >= 1, "workers", ">= 1", self.workers)
+        require(self.ray_num_cpus is None or self.ray_num_cpus >= 1, "ray_num_cpus", ">= 1 or null",
+                self.ray_num_cpus)
+        require(self.submitit_cluster in SUBMITIT_CLUSTERS, "submitit_cluster",
+                "null (auto), " + ", ".join(c for c in SUBMITIT_CLUSTERS if c), self.submitit_cluster)
+        require(self.submitit_folder != "" and not Path(self.submitit_folder).is_absolute()
+                and ".." not in Path(self.submitit_folder).parts, "submitit_folder",
+                "a relative folder name inside the results folder", self.submitit_folder)
         require(self.cpus_per_run > 0, "cpus_per_run", "> 0", self.cpus_per_run)
         require(self.gpus_per_run >= 0, "gpus_per_run", ">= 0", self.gpus_per_run)
         require(self.timeout_min >= 1, "timeout_min", ">= 1", self.timeout_min)
@@ -183,15 +227,24 @@ def _components(raw: Any, key: str) -> tuple[Component, ...]:
     return tuple(Component(str(name), dict(params or {})) for name, params in raw.items())
 
 
+def check_seeds(seeds: tuple[int, ...], key: str) -> tuple[int, ...]:
+    """A grid's seeds: a non-empty list of distinct integers that every generator accepts."""
+    require(len(seeds) > 0 and len(set(seeds)) == len(seeds), key, "a non-empty list of distinct integers",
+            list(seeds))
+    for seed in seeds:
+        require_seed(seed, key)
+    return seeds
+
+
 def parse_suite(raw: Any, name: str) -> SuiteConfig:
     """Validate the structure of a suite mapping (component names and params are checked by their registries)."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"suite {name!r}: the file must hold a mapping with keys {', '.join(SUITE_KEYS)}")
+        raise ConfigError(f"suite {name!r}: the file must hold a mapping with keys {', '.join(SUITE_KEYS)}, got "
+                          f"{type(raw).__name__ if raw is not None else 'an empty file'}")
     unknown = sorted(set(raw) - set(SUITE_KEYS))
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in suite {name!r}; valid keys: {', '.join(SUITE_KEYS)}")
-    seeds = _coerce(raw.get("seeds", [1993]), tuple[int, ...], "seeds")
-    require(len(seeds) > 0 and len(set(seeds)) == len(seeds), "seeds", "a non-empty list of distinct integers", seeds)
+    seeds = check_seeds(_coerce(raw.get("seeds", [1993]), tuple[int, ...], "seeds"), "seeds")
     device = _coerce(raw.get("device", "auto"), str, "device")
     require(device in ("auto", "cpu", "cuda"), "device", "one of auto, cpu, cuda", device)
     precision = _coerce(raw.get("precision", "auto"), str, "precision")
@@ -213,17 +266,52 @@ def parse_suite(raw: Any, name: str) -> SuiteConfig:
     )
 
 
-def load_suite(path: Path) -> SuiteConfig:
-    """Read and validate a YAML suite file; the suite's name is the file's stem."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.safe_load`, except that a key given twice in one mapping is an error (safe_load keeps the last one,
+    so a strategy listed twice would silently lose its first hyper-parameters)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping)
+
+
+def read_yaml(path: Path, what: str, flag: str) -> Any:
+    """The YAML document in `path`: a missing file, a folder, unreadable bytes, text that is not UTF-8 or not YAML,
+    or a key given twice is a ConfigError naming the file (`what`: e.g. 'config file'; `flag`: how to pass another)."""
+    name = repr(str(path))
+    if path.is_dir():
+        raise ConfigError(f"{what} {name} is a folder; pass a YAML file with {flag}")
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} not found; pass an existing YAML file with --config")
+        raise ConfigError(f"{what} {name} not found; pass an existing YAML file with {flag}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except OSError as error:
+        raise ConfigError(f"{what} {name} cannot be read ({error.strerror}); fix its permissions or pass another "
+                          f"with {flag}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{what} {name} is not UTF-8 text (byte {error.start}); pass a YAML text file with "
+                          f"{flag}") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}; fix the syntax") from None
-    return parse_suite(raw, path.stem)
+        problem = f" ({error.problem})" if getattr(error, "problem", None) else ""
+        raise ConfigError(f"{what} {name} is not valid YAML{where}{problem}; fix the syntax") from None
+
+
+def load_suite(path: Path) -> SuiteConfig:
+    """Read and validate a YAML suite file; the suite's name is the file's stem."""
+    return parse_suite(read_yaml(path, "config file", "--config"), path.stem)
 
 
 def select(config: SuiteConfig, *, streams: list[str] | None = None, strategies: list[str] | None = None,
@@ -237,7 +325,7 @@ def select(config: SuiteConfig, *, streams: list[str] | None = None, strategies:
         return tuple(by_name.get(name, Component(name, {})) for name in dict.fromkeys(names))
 
     if seeds is not None:
-        require(len(set(seeds)) == len(seeds), "--seeds", "distinct integers", seeds)
+        check_seeds(tuple(seeds), "--seeds")
     return dataclasses.replace(
         config,
         streams=pick(config.streams, streams),

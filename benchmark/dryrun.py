@@ -25,6 +25,7 @@ from benchmark.backbones import Backbone, build_backbone
 from benchmark.config import SuiteConfig
 from benchmark.errors import DatasetMissingError
 from benchmark.results import RunSpec
+from benchmark.retention import build_retention
 from benchmark.runtime import Runtime
 from benchmark.streams import build_stream
 from benchmark.suite import plan_runs
@@ -59,9 +60,8 @@ def dry_run(config: SuiteConfig, runtime: Runtime, check_data: bool = True) -> l
     for spec in specs:
         if spec.backbone not in backbones:
             backbones[spec.backbone] = build_backbone(spec.backbone, weights=check_data, **spec.backbone_params)
-            if check_data:
-                backbones[spec.backbone].pretrain_data("test", spec.retention["eval_size"],
-                                                       spec.retention["subset_seed"])
+            if check_data:  # as the preflight: every protocol built, its eval set and memory bank loaded
+                build_retention(spec.retention, backbones[spec.backbone], runtime)
         key = (spec.stream, spec.backbone)
         if key not in data:
             data[key], classes[key] = stream_data(spec, backbones[spec.backbone]) if check_data else (UNCHECKED, None)

@@ -10,6 +10,7 @@ the entry is `<name>`, the label names its runs, results and leaderboard rows.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Mapping, TypeVar
 
@@ -17,6 +18,7 @@ from benchmark.config import make_config
 from benchmark.errors import ConfigError
 
 VARIANT = "@"  # "lora@r4" names entry "lora" under its own label: several settings of one entry in one suite
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # a variant label becomes part of a run's folder name
 T = TypeVar("T")
 B = TypeVar("B", bound=Callable[..., Any])
 
@@ -24,6 +26,13 @@ B = TypeVar("B", bound=Callable[..., Any])
 def entry_name(label: str) -> str:
     """The registered name in a label: `lora@r4` -> `lora`."""
     return label.split(VARIANT, 1)[0]
+
+
+def check_label(name: str, kind: str) -> None:
+    """A variant label is a word of letters, digits and `_ . + -` (it names folders): `lora@r4`, not `lora@a/b`."""
+    if VARIANT in name and not LABEL.fullmatch(name.split(VARIANT, 1)[1]):
+        raise ConfigError(f"{kind} {name!r}: the label after {VARIANT!r} must be letters, digits and _ . + - "
+                          f"(it names the run's folder), e.g. {entry_name(name)}@v2")
 
 
 class Registry(Generic[T]):
@@ -48,6 +57,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """The entry `name` (or `name@variant`) names."""
+        check_label(name, self.kind)
         if entry_name(name) not in self._entries:
             raise ConfigError(f"unknown {self.kind} {name!r}; valid: {self.valid()}")
         return self._entries[entry_name(name)]
@@ -92,6 +102,7 @@ class BuilderRegistry(Registry[tuple[type, Callable[..., Any]]]):
 
     def get(self, name: str) -> tuple[type, Callable[..., Any]]:
         """The registered entry of `name`, else that of the first family accepting it, bound to the name."""
+        check_label(name, self.kind)
         if entry_name(name) not in self:
             for family in self._families:
                 if family.matches(entry_name(name)):

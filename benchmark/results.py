@@ -2,6 +2,9 @@
 
 Layout: `<out>/runs/<run_id>/result.json`. A result is written once, whole (temporary file, then rename), so a
 crash never leaves a half-written result; a run whose result says `ok` is finished and is skipped on re-runs.
+A result is trusted only as far as it checks out (`read_result`): a file that is unreadable, truncated, of another
+schema version or of another configuration is rerun (the suite says so) and left out of reports (they say so); one
+a newer suite wrote is refused.
 """
 
 from __future__ import annotations
@@ -25,6 +28,13 @@ STATUS_OK = "ok"
 STATUS_FAILED = "failed"  # raised an exception: run again on the next invocation
 STATUS_DIVERGED = "diverged"  # the loss became NaN/inf: an outcome, kept like a finished run
 FINAL_STATUSES = (STATUS_OK, STATUS_DIVERGED)
+STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_DIVERGED)
+_IDENTITY = ("schema_version", "run_id", "status", "stream", "strategy", "backbone", "seed", "config")
+REQUIRED_FIELDS = {  # what the suite and the reports read of a result, by status
+    STATUS_OK: (*_IDENTITY, "accuracy_matrix", "metrics", "cost"),
+    STATUS_FAILED: (*_IDENTITY, "error"),
+    STATUS_DIVERGED: (*_IDENTITY, "error"),
+}
 LOCK_FILE = ".lock"
 SCHEMA_VERSION = 2  # 2: retention by several protocols (`retention_protocols`)
 
@@ -75,18 +85,86 @@ def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
     partial.replace(path)
 
 
-def load_result(path: Path) -> Optional[dict[str, Any]]:
-    """The result at `path`, or None if there is none or it cannot be read."""
+class UnusableResult(Exception):
+    """A result file that cannot be trusted (unreadable, truncated, of another schema, incomplete); the message says
+    why. `newer`: written by a newer version of the suite, which this one must not overwrite."""
+
+    def __init__(self, reason: str, newer: bool = False) -> None:
+        super().__init__(reason)
+        self.newer = newer
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """A result file left out of a report, and why."""
+
+    path: Path
+    reason: str
+
+    def line(self) -> str:
+        return f"skipped {self.path}: {self.reason}"
+
+
+def read_result(path: Path) -> dict[str, Any]:
+    """The result at `path`, checked: valid JSON, an object of this schema version with the fields a report reads,
+    written for the run its folder names. FileNotFoundError if there is none, UnusableResult saying why it cannot
+    be used."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as error:
+        raise UnusableResult(f"cannot be read ({one_line_error(error)})") from None
+    try:
+        result = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UnusableResult(f"is not valid JSON ({error.msg} at line {error.lineno}; truncated?)") from None
+    if not isinstance(result, dict):
+        raise UnusableResult(f"holds a JSON {type(result).__name__}, not a result object")
+    version = result.get("schema_version")
+    if version != SCHEMA_VERSION:
+        newer = isinstance(version, int) and version > SCHEMA_VERSION
+        raise UnusableResult(f"has schema version {version!r}; this suite reads version {SCHEMA_VERSION}"
+                             + (" (a newer suite wrote it)" if newer else ""), newer=newer)
+    status = result.get("status")
+    if status not in STATUSES:
+        raise UnusableResult(f"has status {status!r}, not one of {', '.join(STATUSES)}")
+    missing = [key for key in REQUIRED_FIELDS[status] if key not in result]
+    if missing:
+        raise UnusableResult(f"lacks the field {missing[0]!r}")
+    if result["run_id"] != path.parent.name:
+        raise UnusableResult(f"records run {result['run_id']!r}, not the run its folder names")
+    return result
+
+
+def one_line_error(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def load_result(path: Path) -> Optional[dict[str, Any]]:
+    """The result at `path`, or None if there is none or it cannot be used (`read_result` says why)."""
+    try:
+        return read_result(path)
+    except (FileNotFoundError, UnusableResult):
         return None
 
 
-def is_finished(out_dir: Path, run_id: str) -> bool:
-    """True for a run that ended for good (ok or diverged); failed runs are tried again."""
-    result = load_result(result_path(out_dir, run_id))
-    return result is not None and result.get("status") in FINAL_STATUSES
+def previous_result(out_dir: Path, spec: RunSpec) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    """What the folder holds for `spec`: (result, None) for a usable result of exactly this configuration, (None,
+    None) for none, (None, why) for one that must be rerun. A result a newer suite wrote is refused (UserInputError
+    naming the file), so that this one never overwrites it."""
+    path = result_path(out_dir, spec.run_id)
+    try:
+        result = read_result(path)
+    except FileNotFoundError:
+        return None, None
+    except UnusableResult as error:
+        if error.newer:
+            raise UserInputError(f"{path} {error}; update the suite, or pass another --out") from None
+        return None, f"{path} {error}"
+    if result["config"] != spec.as_dict():
+        return None, f"{path} records another configuration than this run's"
+    return result, None
 
 
 @contextlib.contextmanager
@@ -107,13 +185,23 @@ def results_lock(out_dir: Path) -> Iterator[None]:
         handle.close()
 
 
-def iter_results(out_dir: Path) -> Iterator[dict[str, Any]]:
-    """Every readable result of this schema version under `out_dir/runs`, in run-id order (results written by an
-    older version of the suite are left out: their fields differ)."""
+def scan_results(out_dir: Path) -> tuple[list[dict[str, Any]], list[Skipped]]:
+    """Every usable result under `out_dir/runs`, in run-id order, and the files left out with why (unreadable,
+    truncated, of another schema version: their fields differ)."""
+    results, skipped = [], []
     for path in sorted((out_dir / "runs").glob(f"*/{RESULT_FILE}")):
-        result = load_result(path)
-        if result is not None and result.get("schema_version") == SCHEMA_VERSION:
-            yield result
+        try:
+            results.append(read_result(path))
+        except FileNotFoundError:  # removed while scanning
+            continue
+        except UnusableResult as error:
+            skipped.append(Skipped(path, str(error)))
+    return results, skipped
+
+
+def iter_results(out_dir: Path) -> Iterator[dict[str, Any]]:
+    """Every usable result under `out_dir/runs`, in run-id order (`scan_results` also says what it left out)."""
+    yield from scan_results(out_dir)[0]
 
 
 def _git_commit() -> str:
@@ -131,5 +219,6 @@ def versions() -> dict[str, str]:
     import timm
     import torch
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+    # str(): torch.__version__ is a TorchVersion, which `torch.load(weights_only=True)` refuses in a checkpoint
+    return {"python": platform.python_version(), "torch": str(torch.__version__), "timm": timm.__version__,
             "avalanche": avalanche.__version__, "git_commit": _git_commit()}

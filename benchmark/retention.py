@@ -100,7 +100,7 @@ def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Te
 
 @register_protocol("knn", KnnParams)
 def knn_protocol(params: KnnParams, backbone: Backbone, eval_set: PretrainEvalSet, runtime: Runtime) -> Scorer:
-    bank_set = backbone.pretrain_data("train", params.bank_size, 0)
+    bank_set = pretrain_subset(backbone, "train", params.bank_size, 0, "retention.protocols.knn.bank_size")
     num_classes = len(eval_set.class_names)
 
     def score(features: StrategyFeatures) -> float:
@@ -150,6 +150,15 @@ def percent_correct(predicted: torch.Tensor, labels: torch.Tensor) -> float:
     return 100.0 * float((predicted == labels).float().mean())
 
 
+def pretrain_subset(backbone: Backbone, split: str, size: int, seed: int, key: str) -> PretrainEvalSet:
+    """`size` images of the backbone's pre-training `split`; asking for more than the split holds is a ConfigError
+    naming `key` (the loaders would silently return all of them, and the run would measure on fewer)."""
+    subset = backbone.pretrain_data(split, size, seed)
+    if len(subset.labels) < size:
+        raise ConfigError(f"{key}: must be at most the {len(subset.labels)} images of {subset.name}, got {size}")
+    return subset
+
+
 def protocol_params(name: str, raw: Mapping[str, Any]) -> Any:
     """Validate a protocol's hyper-parameters without building it."""
     return PROTOCOLS.params(name, raw)
@@ -171,7 +180,8 @@ class Retention:
 
 def build_retention(retention: Mapping[str, Any], backbone: Backbone, runtime: Runtime) -> Retention:
     """The measurement a run's retention settings (`RunSpec.retention`) ask for; loads its data."""
-    eval_set = backbone.pretrain_data("test", retention["eval_size"], retention["subset_seed"])
+    eval_set = pretrain_subset(backbone, "test", retention["eval_size"], retention["subset_seed"],
+                               "retention.eval_size")
     scorers = {name: PROTOCOLS.builder(name)(protocol_params(name, params), backbone, eval_set, runtime)
                for name, params in retention["protocols"].items()}
     return Retention(eval_set, scorers, runtime)

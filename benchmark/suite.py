@@ -9,18 +9,19 @@ the suite goes on.
 from __future__ import annotations
 
 import copy
+import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from benchmark.backbones import Backbone, backbone_params, build_backbone
 from benchmark.config import SuiteConfig, config_dict, retention_dict
-from benchmark.checkpoints import CHECKPOINT_FILE
+from benchmark.checkpoints import CHECKPOINT_FILE, check_checkpoint
 from benchmark.errors import RunDiverged
 from benchmark.executors import EXECUTORS
 from benchmark.results import (FINAL_STATUSES, SCHEMA_VERSION, STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, RunSpec,
-                               is_finished, result_path, results_lock, versions, write_json_atomic)
+                               previous_result, result_path, results_lock, versions, write_json_atomic)
 from benchmark.retention import build_retention, protocol_params
 from benchmark.runner import run
 from benchmark.runtime import Runtime
@@ -126,9 +127,15 @@ def execute(job: RunJob, backbone: Optional[Backbone] = None) -> str:
     return result["status"]
 
 
-def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpoints: bool = False) -> SuiteOutcome:
+def to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpoints: bool = False,
+              notify: Callable[[str], None] = to_stderr) -> SuiteOutcome:
     """Run every spec not finished yet on the chosen executor; per-task checkpoints let an interrupted run resume,
-    and are removed once its result is written unless `keep_checkpoints`."""
+    and are removed once its result is written unless `keep_checkpoints`. A stored result or checkpoint that does
+    not check out is not trusted: the run goes again, and `notify` gets one line naming the file and why."""
     specs = plan_runs(config, runtime)
     executor = EXECUTORS.get(config.executor.name)
     backbones = preflight(specs, runtime)
@@ -136,12 +143,24 @@ def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpo
     with results_lock(out_dir):
         todo = []
         for spec in specs:
-            if is_finished(out_dir, spec.run_id):
+            result, distrusted = previous_result(out_dir, spec)
+            if result is not None and result["status"] in FINAL_STATUSES:
                 outcome.skipped.append(spec.run_id)
-            else:
-                todo.append(RunJob(spec, out_dir, runtime, keep_checkpoints))
+                continue
+            if distrusted:
+                notify(f"rerunning {spec.run_id}: {distrusted}")
+            discard_foreign_checkpoint(result_path(out_dir, spec.run_id).with_name(CHECKPOINT_FILE), spec, notify)
+            todo.append(RunJob(spec, out_dir, runtime, keep_checkpoints))
         statuses = executor(todo, execute, backbones, config.executor)
         for job, status in runtime.bar(statuses, desc="runs", total=len(todo), leave=True):
             {STATUS_OK: outcome.ran, STATUS_DIVERGED: outcome.diverged}.get(status, outcome.failed).append(
                 job.spec.run_id)
     return outcome
+
+
+def discard_foreign_checkpoint(path: Path, spec: RunSpec, notify: Callable[[str], None]) -> None:
+    """Remove a checkpoint the run must not resume from (unreadable, another run's, another code version's)."""
+    distrusted = check_checkpoint(path, spec.run_id)
+    if distrusted:
+        path.unlink()
+        notify(f"restarting {spec.run_id} from its first task: {path} {distrusted}; removed it")

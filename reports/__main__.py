@@ -1,31 +1,41 @@
 """`python -m reports RESULTS_DIR [MORE_DIRS ...] [--out DIR]`: leaderboards, plots and report.html from stored
 results, without rerunning anything. Several results folders are merged into one report (default --out: the first
-folder)."""
+folder). Result files that do not check out (unreadable, truncated, another schema version) are left out, each
+named on stderr with why. Exit codes: 0 report written, 2 bad input (one line on stderr, nothing written)."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
 from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reports", description=__doc__)
+    from benchmark.config import require_folder  # light: no torch
+    from benchmark.errors import EXIT_BAD_INPUT, EXIT_OK, ArgumentParser, UserInputError
+
+    parser = ArgumentParser(prog="python -m reports", description=__doc__)
     parser.add_argument("results_dirs", type=Path, nargs="+", help="folders holding runs/ (run_suite.py --out)")
     parser.add_argument("--out", type=Path, default=None, help="where the report goes (default: the first folder)")
-    args = parser.parse_args(argv)
-    missing = [d for d in args.results_dirs if not (d / "runs").is_dir()]
-    if missing:
-        print(f"error: {missing[0]} holds no runs/ folder; pass the --out folder of run_suite.py", file=sys.stderr)
-        return 2
+    try:
+        args = parser.parse_args(argv)
+        missing = [d for d in args.results_dirs if not (d / "runs").is_dir()]
+        if missing:
+            raise UserInputError(f"{missing[0]} holds no runs/ folder; pass the --out folder of run_suite.py")
+        out_dir = args.out or args.results_dirs[0]
+        require_folder(out_dir, "--out", writable=True)
+    except UserInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     warnings.filterwarnings("ignore", message="no QP solver found")  # see run_suite.py
     from reports.report import generate_report
 
-    report = generate_report(args.results_dirs, args.out or args.results_dirs[0])
+    report = generate_report(args.results_dirs, out_dir)
+    for skipped in report.skipped:  # unreadable, truncated or older-schema result files
+        print(skipped.line(), file=sys.stderr)
     print(report.markdown.read_text())
     print(f"leaderboard: {report.leaderboard}\nreport: {report.html}")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from benchmark.results import STATUS_OK, iter_results
+from benchmark.results import STATUS_OK, Skipped, scan_results
 from reports.html import render_html
 from reports.leaderboard import LEADERBOARD_FILE, MARKDOWN_FILE, write_leaderboards
 from reports.plots import render_plots
@@ -20,22 +20,27 @@ class Report:
     leaderboard: Path
     markdown: Path
     html: Path
+    skipped: list[Skipped] = field(default_factory=list)  # result files left out (unusable), with why
 
 
-def collect(result_dirs: list[Path]) -> list[dict[str, Any]]:
-    """Results of several folders merged by run id; where a run appears twice, a finished result wins."""
+def collect(result_dirs: list[Path]) -> tuple[list[dict[str, Any]], list[Skipped]]:
+    """Results of several folders merged by run id (where a run appears twice, a finished result wins), and the
+    result files left out because they do not check out (`benchmark.results.read_result`)."""
     merged: dict[str, dict[str, Any]] = {}
+    skipped: list[Skipped] = []
     for folder in result_dirs:
-        for result in iter_results(folder):
+        results, unusable = scan_results(folder)
+        skipped += unusable
+        for result in results:
             kept = merged.get(result["run_id"])
             if kept is None or (kept.get("status") != STATUS_OK and result.get("status") == STATUS_OK):
                 merged[result["run_id"]] = result
-    return [merged[run_id] for run_id in sorted(merged)]
+    return [merged[run_id] for run_id in sorted(merged)], skipped
 
 
 def generate_report(result_dirs: list[Path], out_dir: Path) -> Report:
-    results = collect(result_dirs)
+    results, skipped = collect(result_dirs)
     table = write_leaderboards(results, out_dir)
     plots = render_plots(results, out_dir)
     page = render_html(results, table, plots, out_dir, result_dirs)
-    return Report(table, out_dir / LEADERBOARD_FILE, out_dir / MARKDOWN_FILE, page)
+    return Report(table, out_dir / LEADERBOARD_FILE, out_dir / MARKDOWN_FILE, page, skipped)

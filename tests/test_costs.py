@@ -44,3 +44,36 @@ def test_block_expansion_adds_its_blocks_and_merged_lora_adds_nothing(tiny_backb
 def test_cpu_peak_memory_is_reported_as_process_rss():
     report = costs.peak_memory_mb(torch.device("cpu"))
     assert report["memory_kind"] == "process_rss" and report["peak_memory_mb"] > 10
+
+
+class Predicting(torch.nn.Module):
+    """A bare network under the part of the strategy contract that `flops_per_image` uses (predict, runtime)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.runtime = model, Runtime.resolve("cpu", "fp32", False)
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+
+def vit_flops(patches: int, width: int, depth: int, patch_pixels: int, classes: int) -> int:
+    """A plain ViT's inference FLOPs (1 multiply-add = 2): blocks (MLP 4x wide), patch embedding, head."""
+    tokens = patches + 1  # the class token
+    block = (2 * tokens * width * 3 * width + 2 * 2 * tokens * tokens * width + 2 * tokens * width * width
+             + 2 * 2 * tokens * width * 4 * width)
+    return depth * block + 2 * patches * width * patch_pixels + 2 * width * classes
+
+
+def test_vit_b16_and_vit_mini_flops_are_the_readme_numbers():
+    """README (Performance, Costs): ViT-B/16 at 224 px is 35.13 GFLOPs per image in the suite's convention (1
+    multiply-add = 2 FLOPs; its multiply-add count is the 17.6 G often quoted), 127x the bundled vit-mini's 0.277.
+    ViT-B/16 with random weights."""
+    import timm
+
+    vit_b = costs.flops_per_image(Predicting(timm.create_model("vit_base_patch16_224").eval()),
+                                  torch.zeros(3, 224, 224))
+    vit_mini = costs.flops_per_image(Predicting(build_backbone("vit-mini").model.eval()), torch.zeros(1, 28, 28))
+    assert vit_b == vit_flops(196, 768, 12, 3 * 16 * 16, 1000) == 35_127_656_448
+    assert vit_mini == vit_flops(49, 192, 6, 16, 10) == 277_245_696
+    assert round(vit_b / vit_mini) == 127

@@ -153,7 +153,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(write_suite, tmp_pat
 
 
 def test_missing_data_exits_2_before_training(write_suite, tmp_path, capsys, tiny_backbone_params):
-    """Bad values of every other kind: tests/test_bad_config.py."""
+    """Bad values of every other kind: tests/test_bad_input.py."""
     config = write_suite()
     text = config.read_text().replace(tiny_backbone_params["debian_dir"], "/nonexistent")
     config.write_text(text.replace(tiny_backbone_params["data_dir"], str(tmp_path / "empty")))

@@ -35,7 +35,7 @@ from torch import nn
 
 from benchmark.backbones.base import WEIGHTS_ERRORS, Backbone, TextTower, one_line, register_backbone
 from benchmark.backbones.imagenet import imagenet_data, imagenet_root
-from benchmark.config import require
+from benchmark.config import require, require_folder
 from benchmark.datasets.images import ImageSpec
 from benchmark.errors import ConfigError
 
@@ -67,6 +67,7 @@ class ClipParams:
                 f'one of {", ".join(tags) or "(none)"}, or "" with a pretrained_file', self.pretrained)
         require(not self.pretrained_file or Path(self.pretrained_file).is_file(), "pretrained_file",
                 'an existing file, or "" to download the weights', self.pretrained_file)
+        require_folder(self.imagenet_dir, "imagenet_dir")
         config = open_clip.get_model_config(self.model)
         vision = CLIPVisionCfg(**config["vision_cfg"])
         require(isinstance(vision.layers, int) and all(getattr(vision, k) == v for k, v in PLAIN_VIT.items()),

@@ -13,7 +13,7 @@ from timm.data import resolve_data_config
 from torch import nn
 
 from benchmark.backbones.base import WEIGHTS_ERRORS, Backbone, PretrainEvalSet, one_line, register_backbone
-from benchmark.config import require
+from benchmark.config import require, require_folder
 from benchmark.datasets.fashion_mnist import (CLASS_NAMES, DEBIAN_DIR, DEFAULT_DATA_DIR, load_fashion_mnist,
                                              seeded_subset)
 from benchmark.datasets.images import ImageSpec, to_backbone_input
@@ -42,6 +42,8 @@ class VitMiniParams:
     def __post_init__(self) -> None:
         require(Path(self.checkpoint_path).is_file(), "checkpoint",
                 "an existing file (regenerate it with `python -m benchmark.pretrain`)", self.checkpoint_path)
+        require_folder(self.data_dir, "data_dir", writable=True)  # Fashion-MNIST is unpacked or downloaded into it
+        require_folder(self.debian_dir, "debian_dir")
 
     @property
     def checkpoint_path(self) -> str:

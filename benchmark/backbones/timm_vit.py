@@ -31,7 +31,7 @@ from torch import nn
 
 from benchmark.backbones.base import BACKBONES, WEIGHTS_ERRORS, Backbone, one_line, register_backbone
 from benchmark.backbones.imagenet import imagenet_data, imagenet_root
-from benchmark.config import require
+from benchmark.config import require, require_folder
 from benchmark.datasets.imagenet import NUM_CLASSES as IMAGENET_1K_CLASSES
 from benchmark.datasets.images import ImageSpec
 from benchmark.errors import ConfigError
@@ -50,6 +50,7 @@ class TimmVitParams:
     def __post_init__(self) -> None:
         require(not self.pretrained_file or Path(self.pretrained_file).is_file(), "pretrained_file",
                 'an existing file, or "" for the Hugging Face hub', self.pretrained_file)
+        require_folder(self.imagenet_dir, "imagenet_dir")
 
 
 @functools.lru_cache(maxsize=None)

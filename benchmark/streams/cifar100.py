@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from benchmark.config import require
+from benchmark.config import require, require_folder
 from benchmark.datasets.cifar100 import load_cifar100
 from benchmark.datasets.files import data_path, eval_transform, require_augment, train_transform
 from benchmark.datasets.images import ImageSpec
@@ -33,6 +33,7 @@ class SplitCifar100Params:
     augment: str = "rrc_flip"  # train augmentation: none or rrc_flip
 
     def __post_init__(self) -> None:
+        require_folder(self.data_dir, "data_dir")
         require(1 <= self.n_tasks <= NUM_CLASSES and NUM_CLASSES % self.n_tasks == 0, "n_tasks",
                 f"a divisor of the {NUM_CLASSES} classes", self.n_tasks)
         require_augment(self.augment)

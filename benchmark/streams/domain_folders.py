@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.config import require
+from benchmark.config import require, require_folder
 from benchmark.datasets.domain_folders import LAYOUT, Domain, load_domain_folders
 from benchmark.datasets.files import Splits, as_datasets, require_augment, require_test_fraction, split_datasets
 from benchmark.datasets.images import ImageSpec
@@ -31,6 +31,7 @@ class DomainFoldersParams:
 
     def __post_init__(self) -> None:
         require(self.root != "", "root", f"the folder laid out as {LAYOUT}", self.root)
+        require_folder(self.root, "root")
         require(len(set(self.domains)) == len(self.domains), "domains", "distinct folder names", list(self.domains))
         require_test_fraction(self.test_fraction)
         require_augment(self.augment)

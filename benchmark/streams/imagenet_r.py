@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from benchmark.config import require
+from benchmark.config import require, require_folder
 from benchmark.datasets.files import data_path, require_augment, require_test_fraction, split_datasets
 from benchmark.datasets.imagenet_r import FOLDER, RENDITIONS, load_imagenet_r
 from benchmark.datasets.images import ImageSpec
@@ -37,6 +37,7 @@ class ImagenetRParams:
     augment: str = "rrc_flip"  # train augmentation: none or rrc_flip
 
     def __post_init__(self) -> None:
+        require_folder(self.data_dir, "data_dir")
         require_test_fraction(self.test_fraction)
         require_augment(self.augment)
 
