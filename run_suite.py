@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    report = generate_report([out_dir], out_dir)
+    report = generate_report([out_dir], out_dir, config.comparison)
     print(report.markdown.read_text())
     print(f"{len(outcome.ran)} runs done, {len(outcome.skipped)} already finished, {len(outcome.failed)} failed, "
           f"{len(outcome.diverged)} diverged")

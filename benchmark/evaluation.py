@@ -105,6 +105,11 @@ class TestSets:
             return self.images[start: start + self.sizes[index]]
         return Subset(self.images, range(start, start + self.sizes[index]))
 
+    def outputs(self, fn: Fn, runtime: Runtime) -> torch.Tensor:
+        """`fn`'s outputs (logits, or a strategy's selected task per image) on every image, in set order, as one float
+        tensor on the CPU: the runner computes accuracies and diagnostics from it (benchmark/diagnostics.py)."""
+        return apply(fn, self.images, runtime).cpu()
+
     def accuracies(self, predict: Fn, runtime: Runtime) -> list[float]:
         """Top-1 accuracy (%) of `predict` (logits) on each set; labels beyond the logits count as wrong."""
         correct = (apply(predict, self.images, runtime, predicted_labels).cpu() == self.labels).float()

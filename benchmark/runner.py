@@ -16,7 +16,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from benchmark import costs
+from benchmark import costs, diagnostics
 from benchmark.backbones import Backbone, build_backbone
 from benchmark.checkpoints import Progress, resume, save_checkpoint
 from benchmark.errors import RunDiverged
@@ -48,11 +48,12 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
     started = _clock(runtime)
     costs.reset_peak_memory(runtime.device)
     backbone = backbone or build_backbone(spec.backbone, **spec.backbone_params)
-    stream = build_stream(spec.stream, spec.seed, image_spec=backbone.image_spec, **spec.stream_params)
+    stream = build_stream(spec.stream, spec.order_seed, image_spec=backbone.image_spec, **spec.stream_params)
     retention = build_retention(spec.retention, backbone, runtime)
     tests = TestSets.of([task.test for task in stream.tasks], runtime)
+    units = [task.labels for task in stream.tasks]
 
-    seed_everything(spec.seed)
+    seed_everything(spec.training_seed)
     strategy = build_strategy(spec.strategy, spec.strategy_params, copy.deepcopy(backbone.model), runtime)
     reference = {f"backbone.{name}": value for name, value in backbone.model.state_dict().items()}
     progress = resume(checkpoint, spec.run_id, strategy, reference) if checkpoint else None
@@ -69,7 +70,13 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
         progress.train_s.append(_clock(runtime) - start)
         start = _clock(runtime)
         strategy.eval()
-        progress.matrix.append(tests.accuracies(strategy.predict, runtime))
+        logits = tests.outputs(strategy.predict, runtime)
+        progress.matrix.append(diagnostics.accuracy_row(logits, tests.labels, tests.sizes))
+        progress.diagnostics.append(diagnostics.after_task(logits, tests.labels, tests.sizes, units, task.index))
+        progress.confusion = diagnostics.confusion_entries(logits, tests.labels)
+        if strategy.selects_task:
+            progress.diagnostics[-1]["task_selection_acc"] = diagnostics.task_selection_acc(
+                tests.outputs(strategy.selected_task, runtime), tests.sizes, task.index)
         if strategy.task_aware:
             progress.task_aware_matrix.append(tests.task_aware_accuracies(strategy.predict, runtime))
         for name, value in retention(strategy).items():
@@ -84,7 +91,8 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
             "train_s": progress.train_s, "eval_s": progress.eval_s, "wall_time_s": _clock(runtime) - started,
             **costs.peak_memory_mb(runtime.device)}
     extra = strategy.report()
-    metrics = {**summarize(matrix, test_sizes, retained), **extra.pop("metrics", {})}
+    found, diagnosed = diagnostics.run_diagnostics(progress.diagnostics, matrix, test_sizes, units, progress.confusion)
+    metrics = {**summarize(matrix, test_sizes, retained), **diagnosed, **extra.pop("metrics", {})}
     if strategy.task_aware:
         extra["accuracy_matrix_task_aware"] = progress.task_aware_matrix
         metrics["task_aware"] = matrix_metrics(progress.task_aware_matrix, test_sizes)
@@ -93,6 +101,7 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
         "test_sizes": test_sizes,
         "accuracy_matrix": matrix,
         "metrics": metrics,
+        "diagnostics": found,
         "cost": cost,
         "retention_protocols": list(retention.scorers),
         "retention_eval": {"dataset": retention.eval_set.name, "size": len(retention.eval_set.labels)},
@@ -112,6 +121,8 @@ def _identity(spec: RunSpec, stream: Stream) -> dict[str, Any]:
         "backbone": spec.backbone,
         "backbone_params": dict(spec.backbone_params),
         "seed": spec.seed,
+        "class_order_seed": spec.order_seed,
+        "train_seed": spec.training_seed,
         "scenario": stream.scenario,
         "class_order": list(stream.class_order),
         "task_names": [task.name for task in stream.tasks],

@@ -14,15 +14,26 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m reports", description=__doc__)
     parser.add_argument("results_dirs", type=Path, nargs="+", help="folders holding runs/ (run_suite.py --out)")
     parser.add_argument("--out", type=Path, default=None, help="where the report goes (default: the first folder)")
+    parser.add_argument("--reference", default=None,
+                        help="strategy every other is tested against, per stream (default: the best mean avg_acc)")
+    parser.add_argument("--level", type=float, default=0.05,
+                        help="family-wise error rate of the Holm-corrected paired tests (default 0.05)")
     args = parser.parse_args(argv)
     missing = [d for d in args.results_dirs if not (d / "runs").is_dir()]
     if missing:
         print(f"error: {missing[0]} holds no runs/ folder; pass the --out folder of run_suite.py", file=sys.stderr)
         return 2
     warnings.filterwarnings("ignore", message="no QP solver found")  # see run_suite.py
+    from benchmark.config import ComparisonConfig, make_config
+    from benchmark.errors import UserInputError
     from reports.report import generate_report
 
-    report = generate_report(args.results_dirs, args.out or args.results_dirs[0])
+    try:
+        comparison = make_config(ComparisonConfig, {"reference": args.reference, "level": args.level}, "comparison")
+    except UserInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    report = generate_report(args.results_dirs, args.out or args.results_dirs[0], comparison)
     print(report.markdown.read_text())
     print(f"leaderboard: {report.leaderboard}\nreport: {report.html}")
     return 0

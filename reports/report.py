@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.config import ComparisonConfig
 from benchmark.results import STATUS_OK, iter_results
 from reports.html import render_html
 from reports.leaderboard import LEADERBOARD_FILE, MARKDOWN_FILE, write_leaderboards
@@ -33,9 +34,10 @@ def collect(result_dirs: list[Path]) -> list[dict[str, Any]]:
     return [merged[run_id] for run_id in sorted(merged)]
 
 
-def generate_report(result_dirs: list[Path], out_dir: Path) -> Report:
+def generate_report(result_dirs: list[Path], out_dir: Path,
+                    comparison: ComparisonConfig = ComparisonConfig()) -> Report:
     results = collect(result_dirs)
-    table = write_leaderboards(results, out_dir)
+    table = write_leaderboards(results, out_dir, comparison)
     plots = render_plots(results, out_dir)
     page = render_html(results, table, plots, out_dir, result_dirs)
     return Report(table, out_dir / LEADERBOARD_FILE, out_dir / MARKDOWN_FILE, page)

@@ -67,7 +67,7 @@ def test_leaderboards_hold_means_and_stds_over_seeds(results_dir, tmp_path):
     split = pd.read_csv(out / "leaderboard_split.csv")
     assert list(split["strategy"]) == ["gated", "both", "full_ft", "linear", "no_retention"]  # best first; ties by name
     markdown = (out / "leaderboard.md").read_text()
-    assert "| 65.00 ± 7.07 |" in markdown and "no_retention" in markdown
+    assert "| 65.00 [1.47, 128.53] |" in markdown and "no_retention" in markdown  # 65 ± 12.706 · 7.071 / sqrt 2
 
 
 def test_each_retention_protocol_gets_its_own_columns(results_dir, tmp_path):
