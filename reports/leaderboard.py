@@ -18,7 +18,9 @@ from benchmark.results import STATUS_OK, RunSpec
 from reports.statistics import COMPARISON_COLUMNS, compare_to_reference, interval_columns
 
 KEYS = ["stream", "strategy", "backbone", "config_id"]
-SEED_METRICS = ["avg_acc", "avg_inc_acc", "acc_pooled_last", "bwt", "forgetting"]
+MATRIX_METRICS = ["avg_acc", "avg_inc_acc", "acc_pooled_last", "bwt", "forgetting"]
+DIAGNOSTIC_METRICS = ["til_avg_acc", "forward_transfer", "ece_last"]  # benchmark/diagnostics.py
+SEED_METRICS = MATRIX_METRICS + DIAGNOSTIC_METRICS
 COUNTS = ["params_trainable", "params_added", "flops_per_image"]  # the same for every seed of a configuration
 COSTS = COUNTS + ["wall_time_s"]
 STATS = ("mean", "std", "ci_low", "ci_high")
@@ -49,7 +51,9 @@ def run_row(result: dict[str, Any]) -> dict[str, Any]:
         "stream": result["stream"], "strategy": result["strategy"], "backbone": result["backbone"],
         "config_id": config_id(result), "seed": result["seed"],
         "class_order": ",".join(map(str, result.get("class_order", []))),
-        **{name: metrics.get(name) for name in SEED_METRICS}, **retention,
+        **{name: metrics.get(name) for name in MATRIX_METRICS},
+        "til_avg_acc": metrics.get("task_incremental", {}).get("avg_acc"),
+        "forward_transfer": metrics.get("forward_transfer"), "ece_last": metrics.get("ece_last"), **retention,
         **{name: cost[name] for name in COSTS},
     }
 

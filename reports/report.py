@@ -38,6 +38,6 @@ def generate_report(result_dirs: list[Path], out_dir: Path,
                     comparison: ComparisonConfig = ComparisonConfig()) -> Report:
     results = collect(result_dirs)
     table = write_leaderboards(results, out_dir, comparison)
-    plots = render_plots(results, out_dir)
+    plots = render_plots(results, out_dir, table)
     page = render_html(results, table, plots, out_dir, result_dirs)
     return Report(table, out_dir / LEADERBOARD_FILE, out_dir / MARKDOWN_FILE, page)
