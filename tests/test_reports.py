@@ -106,6 +106,7 @@ def test_every_plot_is_rendered_and_linked(results_dir, tmp_path):
     for strategy in ("full_ft", "linear", "no_retention", "gated", "broken"):
         assert strategy in page
     assert "RuntimeError: boom &lt;tag&gt;" in page  # failed runs listed, escaped
+    assert "p_vs_best_holm" in page and "indistinguishable_from_best" in page  # the paired comparison
 
 
 def test_several_result_folders_merge_into_one_report(results_dir, tmp_path):
@@ -196,6 +197,8 @@ def test_report_renders_in_headless_chromium(results_dir, tmp_path):
     out = tmp_path / "report"
     reports_main([str(results_dir), "--out", str(out)])
     pngs = sorted((out / "plots").glob("*.png"))
+    drawn = {png.stem.split("__")[-1] for png in pngs}
+    assert {"intervals", "old_new", "calibration", "confusion"} <= drawn  # the statistics and diagnostics plots
     assert browser_check(out / "report.html", tmp_path / "profile") == (len(pngs), 0, 0)
     pngs[0].unlink()  # the probe does see a missing image
     assert browser_check(out / "report.html", tmp_path / "profile")[1] == 1
