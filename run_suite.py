@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return print_plan(config, runtime)
     outcome = run_suite(config, out_dir, runtime, keep_checkpoints=args.keep_checkpoints)
-    report = generate_report([out_dir], out_dir)
+    report = generate_report([out_dir], out_dir, config.comparison)
     for skipped in report.skipped:
         print(skipped.line(), file=sys.stderr)
     print(report.markdown.read_text())

@@ -41,6 +41,8 @@ class Progress:
     retained: dict[str, list[float]] = field(default_factory=dict)  # per protocol: before training, after each task
     matrix: list[list[float]] = field(default_factory=list)  # one row per finished task
     task_aware_matrix: list[list[float]] = field(default_factory=list)  # the same, task id given (task-aware only)
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)  # per finished task: diagnostics.after_task
+    confusion: list[list[int]] = field(default_factory=list)  # after the latest task: [true, predicted, count]
     train_s: list[float] = field(default_factory=list)
     eval_s: list[float] = field(default_factory=list)
 

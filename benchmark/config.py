@@ -195,6 +195,17 @@ class ExecutorConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ComparisonConfig:
+    """How the leaderboard compares strategies (reports/statistics.py); the YAML key `comparison`."""
+
+    reference: Optional[str] = None  # strategy (name or name@label) every other is tested against; None: best mean
+    level: float = 0.05  # family-wise error rate of the Holm-corrected paired t-tests, per stream
+
+    def __post_init__(self) -> None:
+        require(0 < self.level < 1, "level", "between 0 and 1 (exclusive)", self.level)
+
+
+@dataclasses.dataclass(frozen=True)
 class SuiteConfig:
     """One YAML suite: the grid backbones x streams x strategies x seeds and how to run it."""
 
@@ -203,16 +214,29 @@ class SuiteConfig:
     streams: tuple[Component, ...]
     strategies: tuple[Component, ...]
     seeds: tuple[int, ...] = (1993,)
+    class_order_seed: Optional[int] = None  # set: every run's class order comes from it, `seeds` vary training only
+    train_seed: Optional[int] = None  # set: every run trains with it, `seeds` vary the class order only
     retention: RetentionConfig = RetentionConfig()
     device: str = "auto"  # auto (cuda if available), cpu, cuda
     precision: str = "auto"  # auto (bf16 autocast on cuda, fp32 on cpu), fp32, bf16
     loader_workers: int = 0  # processes decoding training images (image-file benchmarks on a GPU: ~8); 0 = in-process
     executor: ExecutorConfig = ExecutorConfig()
+    comparison: ComparisonConfig = ComparisonConfig()
     share: bool = True  # evaluations that cannot differ computed once per process (same numbers either way)
 
 
-SUITE_KEYS = ("backbones", "streams", "strategies", "seeds", "retention", "device", "precision", "loader_workers",
-              "executor", "share")
+SUITE_KEYS = ("backbones", "streams", "strategies", "seeds", "class_order_seed", "train_seed", "retention", "device",
+              "precision", "loader_workers", "executor", "comparison", "share")
+
+
+def _split_seeds(raw: Mapping[str, Any]) -> tuple[Optional[int], Optional[int]]:
+    """`class_order_seed` and `train_seed`: at most one fixed, since `seeds` must still vary something."""
+    order = _coerce(raw.get("class_order_seed"), Optional[int], "class_order_seed")
+    train = _coerce(raw.get("train_seed"), Optional[int], "train_seed")
+    require(order is None or train is None, "class_order_seed / train_seed",
+            "set one at most (the seeds vary the other; drop one of them)", {"class_order_seed": order,
+                                                                            "train_seed": train})
+    return order, train
 
 
 def _components(raw: Any, key: str) -> tuple[Component, ...]:
@@ -251,17 +275,21 @@ def parse_suite(raw: Any, name: str) -> SuiteConfig:
     require(precision in ("auto", "fp32", "bf16"), "precision", "one of auto, fp32, bf16", precision)
     loader_workers = _coerce(raw.get("loader_workers", 0), int, "loader_workers")
     require(loader_workers >= 0, "loader_workers", ">= 0", loader_workers)
+    class_order_seed, train_seed = _split_seeds(raw)
     return SuiteConfig(
         name=name,
         backbones=_components(raw.get("backbones"), "backbones"),
         streams=_components(raw.get("streams"), "streams"),
         strategies=_components(raw.get("strategies"), "strategies"),
         seeds=seeds,
+        class_order_seed=class_order_seed,
+        train_seed=train_seed,
         retention=parse_retention(raw.get("retention")),
         device=device,
         precision=precision,
         loader_workers=loader_workers,
         executor=make_config(ExecutorConfig, raw.get("executor"), "executor"),
+        comparison=make_config(ComparisonConfig, raw.get("comparison"), "comparison"),
         share=_coerce(raw.get("share", True), bool, "share"),
     )
 

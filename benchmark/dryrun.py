@@ -74,7 +74,7 @@ def stream_data(spec: RunSpec, backbone: Backbone) -> tuple[str, Optional[int]]:
     may_download = bool(spec.stream_params.get("download", False))
     offline = {**spec.stream_params, "download": False} if may_download else dict(spec.stream_params)
     try:
-        stream = build_stream(spec.stream, spec.seed, image_spec=backbone.image_spec, **offline)
+        stream = build_stream(spec.stream, spec.order_seed, image_spec=backbone.image_spec, **offline)
     except DatasetMissingError:
         if may_download:
             return DOWNLOADS, None

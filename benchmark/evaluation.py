@@ -106,19 +106,23 @@ class TestSets:
             return self.images[start: start + self.sizes[index]]
         return Subset(self.images, range(start, start + self.sizes[index]))
 
-    def accuracies(self, predict: Fn, runtime: Runtime, inputs: Optional[Images] = None) -> list[float]:
-        """Top-1 accuracy (%) of `predict` (logits) on each set; labels beyond the logits count as wrong. `inputs`:
-        what `predict` reads instead of the images (their features, for a strategy's `classify`)."""
-        outputs = apply(predict, self.images if inputs is None else inputs, runtime, predicted_labels)
-        correct = (outputs.cpu() == self.labels).float()
+    def outputs(self, fn: Fn, runtime: Runtime, inputs: Optional[Images] = None) -> torch.Tensor:
+        """`fn`'s outputs (logits, or a strategy's selected task per image) on every image, in set order, as one float
+        tensor on the CPU: the runner computes accuracies and diagnostics from it (benchmark/diagnostics.py).
+        `inputs`: what `fn` reads instead of the images (their features, for a strategy's `classify`)."""
+        return apply(fn, self.images if inputs is None else inputs, runtime).cpu()
+
+    def accuracies(self, predict: Fn, runtime: Runtime) -> list[float]:
+        """Top-1 accuracy (%) of `predict` (logits) on each set; labels beyond the logits count as wrong."""
+        correct = (apply(predict, self.images, runtime, predicted_labels).cpu() == self.labels).float()
         return [100.0 * float(part.mean()) for part in correct.split(list(self.sizes))]
 
-    def row(self, strategy: Any, features: "StrategyFeatures", runtime: Runtime) -> list[float]:
-        """The accuracy-matrix row of `strategy` now: from its (possibly shared) features when it classifies
-        features, else by `predict` on the images."""
+    def logits(self, strategy: Any, features: "StrategyFeatures", runtime: Runtime) -> torch.Tensor:
+        """`strategy`'s logits on every image now: from its (possibly shared) features when it classifies features,
+        else by `predict` on the images."""
         if strategy.classifies_features and isinstance(self.images, torch.Tensor):
-            return self.accuracies(strategy.classify, runtime, inputs=features(self.images))
-        return self.accuracies(strategy.predict, runtime)
+            return self.outputs(strategy.classify, runtime, inputs=features(self.images))
+        return self.outputs(strategy.predict, runtime)
 
     def task_aware_accuracies(self, predict: Callable[..., torch.Tensor], runtime: Runtime) -> list[float]:
         """Accuracy (%) on each set j of `predict(x, task_id=j)`: the task identity given at test time."""

@@ -53,9 +53,25 @@ class RunSpec:
     retention: Mapping[str, Any]
     device: str  # cpu or cuda
     precision: str  # fp32 or bf16
+    class_order_seed: Optional[int] = None  # the class order's seed when fixed apart from `seed` (None: `seed`)
+    train_seed: Optional[int] = None  # the training randomness' seed when fixed apart from `seed` (None: `seed`)
+
+    @property
+    def order_seed(self) -> int:
+        """The seed of the stream's class order."""
+        return self.seed if self.class_order_seed is None else self.class_order_seed
+
+    @property
+    def training_seed(self) -> int:
+        """The seed of everything random in training (initialisation, shuffling, augmentation)."""
+        return self.seed if self.train_seed is None else self.train_seed
 
     def as_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self), sort_keys=True))
+        """The spec as JSON; split seeds left unset are left out, so a run whose seed controls both keeps the id it
+        had before the split existed."""
+        spec = {k: v for k, v in dataclasses.asdict(self).items()
+                if v is not None or k not in ("class_order_seed", "train_seed")}
+        return json.loads(json.dumps(spec, sort_keys=True))
 
     def config_hash(self, with_seed: bool = True) -> str:
         spec = self.as_dict()

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from benchmark import costs
+from benchmark import costs, diagnostics
 from benchmark.backbones import Backbone, build_backbone
 from benchmark.checkpoints import Progress, resume, save_checkpoint
 from benchmark.errors import RunDiverged
@@ -42,8 +42,8 @@ def stream_and_tests(spec: RunSpec, backbone: Backbone, runtime: Runtime) -> tup
     sharing (streams and decoded test sets are never modified)."""
     params = json.dumps(spec.stream_params, sort_keys=True)
     if runtime.share:
-        return _shared_stream(spec.stream, spec.seed, backbone.image_spec, params, runtime)
-    return _shared_stream.__wrapped__(spec.stream, spec.seed, backbone.image_spec, params, runtime)
+        return _shared_stream(spec.stream, spec.order_seed, backbone.image_spec, params, runtime)
+    return _shared_stream.__wrapped__(spec.stream, spec.order_seed, backbone.image_spec, params, runtime)
 
 
 def seed_everything(seed: int) -> None:
@@ -67,8 +67,9 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
     backbone = backbone or build_backbone(spec.backbone, **spec.backbone_params)
     stream, tests = stream_and_tests(spec, backbone, runtime)
     retention = build_retention(spec.retention, backbone, runtime)
+    units = [task.labels for task in stream.tasks]
 
-    seed_everything(spec.seed)
+    seed_everything(spec.training_seed)
     strategy = build_strategy(spec.strategy, spec.strategy_params, copy.deepcopy(backbone.model), runtime)
     reference = {f"backbone.{name}": value for name, value in backbone.model.state_dict().items()}
     progress = resume(checkpoint, spec.run_id, strategy, reference) if checkpoint else None
@@ -87,7 +88,13 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
         start = _clock(runtime)
         strategy.eval()
         features = StrategyFeatures(strategy, runtime)
-        progress.matrix.append(tests.row(strategy, features, runtime))
+        logits = tests.logits(strategy, features, runtime)
+        progress.matrix.append(diagnostics.accuracy_row(logits, tests.labels, tests.sizes))
+        progress.diagnostics.append(diagnostics.after_task(logits, tests.labels, tests.sizes, units, task.index))
+        progress.confusion = diagnostics.confusion_entries(logits, tests.labels)
+        if strategy.selects_task:
+            progress.diagnostics[-1]["task_selection_acc"] = diagnostics.task_selection_acc(
+                tests.outputs(strategy.selected_task, runtime), tests.sizes, task.index)
         if strategy.task_aware:
             progress.task_aware_matrix.append(tests.task_aware_accuracies(strategy.predict, runtime))
         for name, value in retention(features).items():
@@ -103,7 +110,8 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
             "threads": torch.get_num_threads(),
             **costs.peak_memory_mb(runtime.device)}
     extra = strategy.report()
-    metrics = {**summarize(matrix, test_sizes, retained), **extra.pop("metrics", {})}
+    found, diagnosed = diagnostics.run_diagnostics(progress.diagnostics, matrix, test_sizes, units, progress.confusion)
+    metrics = {**summarize(matrix, test_sizes, retained), **diagnosed, **extra.pop("metrics", {})}
     if strategy.task_aware:
         extra["accuracy_matrix_task_aware"] = progress.task_aware_matrix
         metrics["task_aware"] = matrix_metrics(progress.task_aware_matrix, test_sizes)
@@ -112,6 +120,7 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
         "test_sizes": test_sizes,
         "accuracy_matrix": matrix,
         "metrics": metrics,
+        "diagnostics": found,
         "cost": cost,
         "retention_protocols": list(retention.scorers),
         "retention_eval": {"dataset": retention.eval_set.name, "size": len(retention.eval_set.labels)},
@@ -131,6 +140,8 @@ def _identity(spec: RunSpec, stream: Stream) -> dict[str, Any]:
         "backbone": spec.backbone,
         "backbone_params": dict(spec.backbone_params),
         "seed": spec.seed,
+        "class_order_seed": spec.order_seed,
+        "train_seed": spec.training_seed,
         "scenario": stream.scenario,
         "class_order": list(stream.class_order),
         "task_names": [task.name for task in stream.tasks],

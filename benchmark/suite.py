@@ -46,7 +46,7 @@ def plan_runs(config: SuiteConfig, runtime: Runtime) -> list[RunSpec]:
     precision = "bf16" if runtime.amp_dtype is not None else "fp32"
     return [
         RunSpec(stream, s_params, strategy, st_params, backbone, b_params, seed, retention,
-                runtime.device.type, precision)
+                runtime.device.type, precision, config.class_order_seed, config.train_seed)
         for backbone, b_params in backbones
         for stream, s_params in streams
         for strategy, st_params in strategies
@@ -73,7 +73,7 @@ def preflight(specs: list[RunSpec], runtime: Runtime) -> dict[str, Backbone]:
     for spec in specs:
         key = (spec.stream, repr(sorted(spec.stream_params.items())), spec.backbone)
         if key not in checked:
-            build_stream(spec.stream, spec.seed, image_spec=backbones[spec.backbone].image_spec, **spec.stream_params)
+            build_stream(spec.stream, spec.order_seed, image_spec=backbones[spec.backbone].image_spec, **spec.stream_params)
             checked.add(key)
     return backbones
 

@@ -11,12 +11,16 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
-    from benchmark.config import require_folder  # light: no torch
+    from benchmark.config import ComparisonConfig, make_config, require_folder  # light: no torch
     from benchmark.errors import EXIT_BAD_INPUT, EXIT_OK, ArgumentParser, UserInputError
 
     parser = ArgumentParser(prog="python -m reports", description=__doc__)
     parser.add_argument("results_dirs", type=Path, nargs="+", help="folders holding runs/ (run_suite.py --out)")
     parser.add_argument("--out", type=Path, default=None, help="where the report goes (default: the first folder)")
+    parser.add_argument("--reference", default=None,
+                        help="strategy every other is tested against, per stream (default: the best mean avg_acc)")
+    parser.add_argument("--level", type=float, default=0.05,
+                        help="family-wise error rate of the Holm-corrected paired tests (default 0.05)")
     try:
         args = parser.parse_args(argv)
         missing = [d for d in args.results_dirs if not (d / "runs").is_dir()]
@@ -24,13 +28,14 @@ def main(argv: list[str]) -> int:
             raise UserInputError(f"{missing[0]} holds no runs/ folder; pass the --out folder of run_suite.py")
         out_dir = args.out or args.results_dirs[0]
         require_folder(out_dir, "--out", writable=True)
+        comparison = make_config(ComparisonConfig, {"reference": args.reference, "level": args.level}, "comparison")
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     warnings.filterwarnings("ignore", message="no QP solver found")  # see run_suite.py
     from reports.report import generate_report
 
-    report = generate_report(args.results_dirs, out_dir)
+    report = generate_report(args.results_dirs, out_dir, comparison)
     for skipped in report.skipped:  # unreadable, truncated or older-schema result files
         print(skipped.line(), file=sys.stderr)
     print(report.markdown.read_text())

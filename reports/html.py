@@ -37,6 +37,12 @@ CAPTIONS = {
     "stability_plasticity": "Final avg_acc against retained pre-training accuracy; dashed: the Pareto front.",
     "accuracy_vs_params": "Final avg_acc against trainable parameters (log scale).",
     "gate_masks": "Per-task gate masks of selective LoRA (black = active block).",
+    "intervals": "Final avg_acc: bar = mean over seeds, whiskers = 95% t-interval, dots = seeds; hatched = "
+                 "distinguishable from the stream's best by a Holm-corrected paired t-test over shared seeds.",
+    "old_new": "After each task: accuracy on the earlier tasks (old classes) and on the new task (mean over seeds).",
+    "calibration": "Expected calibration error (15 bins) on the seen tasks after each task (lower: confidence "
+                   "closer to accuracy).",
+    "confusion": "Confusion matrix after the last task, by original class id, seeds summed, each row in %.",
 }
 
 
@@ -46,9 +52,9 @@ def _e(value: Any) -> str:
 
 def _leaderboard_table(table: pd.DataFrame) -> str:
     retention = [f"{metric}_mean" for metric in retention_columns(table)]
-    shown = table[["stream", "strategy", "backbone", "avg_acc_mean", "avg_acc_std", "avg_inc_acc_mean", "bwt_mean",
-                   "forgetting_mean", *retention, "params_trainable", "params_added", "flops_per_image", "wall_time_s",
-                   "n_seeds"]]
+    shown = table[["stream", "strategy", "backbone", "avg_acc_mean", "avg_acc_ci_low", "avg_acc_ci_high",
+                   "avg_inc_acc_mean", "bwt_mean", "forgetting_mean", *retention, "params_trainable", "params_added",
+                   "flops_per_image", "wall_time_s", "n_seeds", "p_vs_best_holm", "indistinguishable_from_best"]]
     return shown.to_html(index=False, na_rep="–", float_format=lambda v: f"{v:.2f}", border=0)
 
 
@@ -93,7 +99,8 @@ def render_html(results: list[dict[str, Any]], table: pd.DataFrame, plots: dict[
 <style>{STYLE}</style></head><body>
 <h1>Continual-learning benchmark report</h1>
 <p>{finished} finished and {len(results) - finished} failed or diverged runs from {", ".join(_e(s) for s in sources)}.
-Accuracies in %, mean over seeds (std where there are several); full columns in
+Accuracies in %, mean over seeds with the 95% t-interval where there are several; p_vs_best_holm: the
+Holm-corrected paired t-test against the stream's best (indistinguishable_from_best: not rejected); full columns in
 <a href="leaderboard.csv">leaderboard.csv</a>, Markdown in <a href="leaderboard.md">leaderboard.md</a>.</p>
 <h2>Leaderboard</h2>
 <div class="scroll">{_leaderboard_table(table)}</div>

@@ -1,4 +1,5 @@
-"""Leaderboards: one row per (stream, strategy, backbone, configuration), mean and std over seeds.
+"""Leaderboards: one row per (stream, strategy, backbone, configuration): mean, std and 95% interval over seeds, and
+the paired comparison with the stream's best (reports/statistics.py).
 
 Built only from `result.json` files, so they can be regenerated at any time without rerunning anything. Runs of the
 same strategy with different hyper-parameters are different rows (`config_id`), never averaged together.
@@ -11,13 +12,19 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from benchmark.config import ComparisonConfig
 from benchmark.metrics import pretrain_drop, retention_curves
 from benchmark.results import STATUS_OK, RunSpec
+from reports.statistics import COMPARISON_COLUMNS, compare_to_reference, interval_columns
 
 KEYS = ["stream", "strategy", "backbone", "config_id"]
-SEED_METRICS = ["avg_acc", "avg_inc_acc", "acc_pooled_last", "bwt", "forgetting"]
+MATRIX_METRICS = ["avg_acc", "avg_inc_acc", "acc_pooled_last", "bwt", "forgetting"]
+DIAGNOSTIC_METRICS = ["til_avg_acc", "forward_transfer", "ece_last"]  # benchmark/diagnostics.py
+SEED_METRICS = MATRIX_METRICS + DIAGNOSTIC_METRICS
 COUNTS = ["params_trainable", "params_added", "flops_per_image"]  # the same for every seed of a configuration
 COSTS = COUNTS + ["wall_time_s"]
+STATS = ("mean", "std", "ci_low", "ci_high")
+COMPARED = "avg_acc"  # the metric rows are ranked and compared by
 LEADERBOARD_FILE = "leaderboard.csv"
 MARKDOWN_FILE = "leaderboard.md"
 
@@ -43,7 +50,10 @@ def run_row(result: dict[str, Any]) -> dict[str, Any]:
     return {
         "stream": result["stream"], "strategy": result["strategy"], "backbone": result["backbone"],
         "config_id": config_id(result), "seed": result["seed"],
-        **{name: metrics.get(name) for name in SEED_METRICS}, **retention,
+        "class_order": ",".join(map(str, result.get("class_order", []))),
+        **{name: metrics.get(name) for name in MATRIX_METRICS},
+        "til_avg_acc": metrics.get("task_incremental", {}).get("avg_acc"),
+        "forward_transfer": metrics.get("forward_transfer"), "ece_last": metrics.get("ece_last"), **retention,
         **{name: cost[name] for name in COSTS},
     }
 
@@ -55,11 +65,13 @@ def retention_columns(table: pd.DataFrame) -> list[str]:
 
 
 def columns(metrics: list[str]) -> list[str]:
-    return KEYS + [f"{m}_{s}" for m in metrics for s in ("mean", "std")] + COSTS + ["n_seeds"]
+    return KEYS + [f"{m}_{s}" for m in metrics for s in STATS] + COSTS + ["n_seeds"] + COMPARISON_COLUMNS
 
 
-def build_leaderboard(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Mean and std (over seeds) of each metric; std is empty with one seed. Sorted by stream, then avg_acc.
+def build_leaderboard(results: Iterable[dict[str, Any]],
+                      comparison: ComparisonConfig = ComparisonConfig()) -> pd.DataFrame:
+    """Mean, std and 95% t-interval (over seeds) of each metric; std and interval are empty with one seed. Then each
+    row's paired comparison with its stream's reference on avg_acc. Sorted by stream, then avg_acc.
     Retention columns come per protocol, in the order the results first name them."""
     rows = [run_row(r) for r in results if r.get("status") == STATUS_OK]
     if not rows:
@@ -71,32 +83,50 @@ def build_leaderboard(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
     table = grouped[metrics].agg(["mean", "std"])
     table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
     table = table.join(grouped[COSTS].mean()).join(grouped["seed"].nunique().rename("n_seeds")).reset_index()
+    table = table.merge(interval_columns(frame, KEYS, metrics), on=KEYS, how="left")
+    compared = compare_to_reference(frame, ["strategy", "config_id"], ["stream", "backbone"], COMPARED,
+                                    comparison.reference, comparison.level)
+    table = table.merge(compared, on=["strategy", "config_id"] + ["stream", "backbone"], how="left")
     table[COUNTS] = table[COUNTS].round().astype("int64")
     table = table.sort_values(["stream", "avg_acc_mean", "strategy"], ascending=[True, False, True])
     return table[columns(metrics)].reset_index(drop=True)
 
 
+def verdict(row: pd.Series) -> str:
+    """The comparison with the stream's reference in words: `best`, `≈ best` (not distinguishable at the chosen
+    level), `< best` or `> best` (distinguishable, with its Holm-adjusted p), `–` (fewer than two paired seeds)."""
+    if pd.isna(row["indistinguishable_from_best"]):
+        return "–"
+    if pd.isna(row["p_vs_best"]):
+        return "best"  # the reference itself
+    if row["indistinguishable_from_best"]:
+        return f"≈ best (p={row['p_vs_best_holm']:.2f})"
+    return f"{'<' if row['diff_vs_best'] < 0 else '>'} best (p={row['p_vs_best_holm']:.3f})"
+
+
 def markdown(table: pd.DataFrame) -> str:
-    """The headline columns as a Markdown table (mean ± std over seeds), for README files and papers."""
+    """The headline columns as a Markdown table (mean [95% t-interval] over seeds; the mean alone with one seed),
+    with the paired comparison, for README files and papers."""
     def cell(row: pd.Series, metric: str) -> str:
-        mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+        mean, low, high = row[f"{metric}_mean"], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
         if pd.isna(mean):
             return "–"
-        return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
+        return f"{mean:.2f}" if pd.isna(low) else f"{mean:.2f} [{low:.2f}, {high:.2f}]"
 
     shown = ["avg_acc", "avg_inc_acc", "bwt", "forgetting", *retention_columns(table)]
     rows = [{"stream": r["stream"], "strategy": r["strategy"], "backbone": r["backbone"],
              **{m: cell(r, m) for m in shown}, "trainable params": f"{r['params_trainable']:,}",
-             "GFLOPs/image": f"{r['flops_per_image'] / 1e9:.3f}", "seeds": r["n_seeds"]}
+             "GFLOPs/image": f"{r['flops_per_image'] / 1e9:.3f}", "seeds": r["n_seeds"], "vs best": verdict(r)}
             for _, r in table.iterrows()]
     if not rows:
         return "(no finished runs)\n"
     return pd.DataFrame(rows).to_markdown(index=False) + "\n"
 
 
-def write_leaderboards(results: list[dict[str, Any]], out_dir: Path) -> pd.DataFrame:
+def write_leaderboards(results: list[dict[str, Any]], out_dir: Path,
+                       comparison: ComparisonConfig = ComparisonConfig()) -> pd.DataFrame:
     """`leaderboard.csv`, one `leaderboard_<stream>.csv` per stream and `leaderboard.md` under `out_dir`."""
-    table = build_leaderboard(results)
+    table = build_leaderboard(results, comparison)
     out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / LEADERBOARD_FILE, index=False, float_format="%.4f")
     for stream, rows in table.groupby("stream", sort=True):

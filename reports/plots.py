@@ -20,9 +20,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+import pandas as pd  # noqa: E402
+
+from benchmark.diagnostics import dense_confusion  # noqa: E402
 from benchmark.metrics import retention_curves, seen_tasks_curve  # noqa: E402
 from benchmark.results import STATUS_OK  # noqa: E402
-from reports.leaderboard import config_id  # noqa: E402
+from reports.leaderboard import COMPARED, config_id  # noqa: E402
+from reports.statistics import t_interval  # noqa: E402
 
 
 @dataclass
@@ -32,12 +36,18 @@ class Series:
     label: str
     strategy: str
     runs: list[dict[str, Any]]
+    comparison: Optional[dict[str, Any]] = None  # its leaderboard row's paired comparison with the stream's best
 
     def stacked(self, get: Callable[[dict[str, Any]], Any]) -> np.ndarray:
         return np.array([get(run) for run in self.runs], dtype=float)
 
     def has_retention(self, protocol: str) -> bool:
         return all(retention_curves(run).get(protocol) for run in self.runs)
+
+    @property
+    def diagnosed(self) -> bool:
+        """Whether every run stores the diagnostics block (results written before it existed do not)."""
+        return all("diagnostics" in run for run in self.runs)
 
 
 def retention_protocols(series: list[Series]) -> list[str]:
@@ -249,6 +259,113 @@ def gate_masks(series: list[Series], group: Group, colours: dict) -> Optional[pl
     return fig
 
 
+def _distinguishable(item: Series) -> bool:
+    """Whether the leaderboard found `item` different from the stream's best."""
+    found = item.comparison
+    return bool(found) and not pd.isna(found["indistinguishable_from_best"]) and not found[
+        "indistinguishable_from_best"]
+
+
+def _verdict(item: Series) -> str:
+    """The leaderboard's comparison of `item` with the stream's best, short."""
+    found = item.comparison
+    if not found or pd.isna(found["indistinguishable_from_best"]):
+        return "not compared (< 2 paired seeds)"
+    if pd.isna(found["p_vs_best"]):
+        return "best"
+    sign = "≈" if found["indistinguishable_from_best"] else ("<" if found["diff_vs_best"] < 0 else ">")
+    return f"{sign} best, Holm p={found['p_vs_best_holm']:.3f}"
+
+
+def intervals(series: list[Series], group: Group, colours: dict) -> plt.Figure:
+    """Final avg_acc per strategy: bar = mean over seeds, whiskers = 95% t-interval, dots = the seeds; hatched bars
+    are distinguishable from the stream's best (Holm-corrected paired t-test)."""
+    ranked = sorted(series, key=lambda item: item.stacked(lambda r: r["metrics"][COMPARED]).mean())
+    fig, ax = plt.subplots(figsize=(7.2, 0.9 + 0.45 * len(ranked)))
+    for y, item in enumerate(ranked):
+        values = item.stacked(lambda r: r["metrics"][COMPARED])
+        low, high = t_interval(values)
+        worse = _distinguishable(item)
+        ax.barh(y, values.mean(), color=colours[item.strategy], alpha=0.45 if worse else 0.85,
+                hatch="//" if worse else None, edgecolor="black", linewidth=0.5)
+        if not np.isnan(low):
+            ax.errorbar([values.mean()], [y], xerr=[[values.mean() - low], [high - values.mean()]], fmt="none",
+                        ecolor="black", capsize=3, linewidth=1)
+        ax.scatter(values, np.full(len(values), y), s=10, color="black", zorder=3)
+        ax.text(1.01, y, f"{_verdict(item)} (n={len(values)})", transform=ax.get_yaxis_transform(), va="center",
+                fontsize=7)
+    ax.set_yticks(range(len(ranked)))
+    ax.set_yticklabels([item.label for item in ranked], fontsize=8)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("final average accuracy, avg_acc (%): mean, 95% t-interval, seeds")
+    _title(ax, "Strategies against the best, paired by seed", group)
+    return fig
+
+
+def old_new_accuracy(series: list[Series], group: Group, colours: dict) -> Optional[plt.Figure]:
+    """After each task: accuracy on the earlier tasks' test sets (left) and on the new task's (right)."""
+    kept = [item for item in series if item.diagnosed]
+    if not kept:
+        return None
+    fig, axes = _panels(2)
+    for ax, key, what in zip(axes, ("old_acc", "new_acc"), ("earlier tasks (old classes)", "the new task")):
+        _draw_curves(ax, kept, colours, lambda r: [np.nan if v is None else v for v in r["diagnostics"][key]], 1,
+                     "tasks trained", f"accuracy on {what} (%)")
+        ax.set_xlim(0.5, len(kept[0].runs[0]["accuracy_matrix"]) + 0.5)  # old: nothing to draw after task 1
+        _title(ax, f"Accuracy on {what}", group)
+    _legend_outside(axes[-1])
+    return fig
+
+
+def calibration(series: list[Series], group: Group, colours: dict) -> Optional[plt.Figure]:
+    """Expected calibration error (15 bins) over the seen tasks' test images after each task."""
+    kept = [item for item in series if item.diagnosed]
+    if not kept:
+        return None
+    fig, (ax,) = _panels(1)
+    _draw_curves(ax, kept, colours, lambda r: r["diagnostics"]["ece"], 1, "tasks trained",
+                 "expected calibration error (%)")
+    ax.set_ylim(0, max(5.0, 1.1 * max(max(r["diagnostics"]["ece"]) for item in kept for r in item.runs)))
+    _title(ax, "Calibration on the seen tasks (lower is better)", group)
+    _legend_outside(ax)
+    return fig
+
+
+def class_confusion(run: dict[str, Any]) -> np.ndarray:
+    """A run's last confusion matrix indexed by original class id (unit u is class `class_order[u]`), so runs with
+    different class orders add up."""
+    order = run["class_order"]
+    units = np.array(dense_confusion(run["diagnostics"]["confusion"], len(order)))
+    by_class = np.zeros_like(units)
+    by_class[np.ix_(order, order)] = units
+    return by_class
+
+
+def confusion(series: list[Series], group: Group, colours: dict) -> Optional[plt.Figure]:
+    """Confusion matrix after the last task per strategy (seeds summed, rows normalised to %), by class id."""
+    kept = [item for item in series if item.diagnosed]
+    if not kept:
+        return None
+    columns = min(len(kept), 3)
+    rows = -(-len(kept) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns + 0.8, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(kept):]:
+        ax.axis("off")
+    for ax, item in zip(axes.flat, kept):
+        counts = sum(class_confusion(run) for run in item.runs)
+        percent = 100 * counts / np.maximum(counts.sum(1, keepdims=True), 1)
+        image = ax.imshow(percent, vmin=0, vmax=100, cmap="magma")
+        if len(percent) <= 12:
+            ax.set_xticks(range(len(percent)))
+            ax.set_yticks(range(len(percent)))
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(f"{item.label} (n={len(item.runs)})", fontsize=9, color=colours[item.strategy])
+    fig.colorbar(image, ax=axes, shrink=0.8, label="share of the true class (%)")
+    fig.suptitle(f"Confusion after the last task — {group[0]} · {group[1]}", fontsize=10)
+    return fig
+
+
 def write_run_plots(result: dict[str, Any], folder: Path) -> list[Path]:
     """Plots that belong to one run, written beside its result.json: its gate masks, if it stores them."""
     if not result.get("gate_masks"):
@@ -268,17 +385,36 @@ PLOTS: dict[str, Callable[[list[Series], Group, dict], Optional[plt.Figure]]] = 
     "stability_plasticity": stability_plasticity,
     "accuracy_vs_params": accuracy_vs_parameters,
     "gate_masks": gate_masks,
+    "intervals": intervals,
+    "old_new": old_new_accuracy,
+    "calibration": calibration,
+    "confusion": confusion,
 }
 
 
-def render_plots(results: list[dict[str, Any]], out_dir: Path) -> dict[Group, dict[str, Path]]:
+def attach_comparisons(groups: dict[Group, list[Series]], table: Optional[pd.DataFrame]) -> None:
+    """Give each series its leaderboard row's comparison columns, so plots show what the leaderboard says."""
+    if table is None or table.empty:
+        return
+    rows = table.set_index(["stream", "backbone", "strategy", "config_id"])
+    for (stream, backbone), series in groups.items():
+        for item in series:
+            key = (stream, backbone, item.strategy, config_id(item.runs[0]))
+            if key in rows.index:
+                item.comparison = rows.loc[key].to_dict()
+
+
+def render_plots(results: list[dict[str, Any]], out_dir: Path,
+                 table: Optional[pd.DataFrame] = None) -> dict[Group, dict[str, Path]]:
     """Every plot of every (stream, backbone) as `<out>/plots/<stream>__<backbone>__<plot>.{png,svg}`; returns the
-    PNG paths by group and plot name."""
+    PNG paths by group and plot name. `table`: the leaderboard, whose comparisons the interval plot shows."""
     colours = strategy_colours(results)
     folder = out_dir / "plots"
     folder.mkdir(parents=True, exist_ok=True)
     rendered: dict[Group, dict[str, Path]] = {}
-    for group, series in group_series(results).items():
+    groups = group_series(results)
+    attach_comparisons(groups, table)
+    for group, series in groups.items():
         rendered[group] = {}
         for name, plot in PLOTS.items():
             fig = plot(series, group, colours)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.config import ComparisonConfig
 from benchmark.results import STATUS_OK, Skipped, scan_results
 from reports.html import render_html
 from reports.leaderboard import LEADERBOARD_FILE, MARKDOWN_FILE, write_leaderboards
@@ -38,9 +39,10 @@ def collect(result_dirs: list[Path]) -> tuple[list[dict[str, Any]], list[Skipped
     return [merged[run_id] for run_id in sorted(merged)], skipped
 
 
-def generate_report(result_dirs: list[Path], out_dir: Path) -> Report:
+def generate_report(result_dirs: list[Path], out_dir: Path,
+                    comparison: ComparisonConfig = ComparisonConfig()) -> Report:
     results, skipped = collect(result_dirs)
-    table = write_leaderboards(results, out_dir)
-    plots = render_plots(results, out_dir)
+    table = write_leaderboards(results, out_dir, comparison)
+    plots = render_plots(results, out_dir, table)
     page = render_html(results, table, plots, out_dir, result_dirs)
     return Report(table, out_dir / LEADERBOARD_FILE, out_dir / MARKDOWN_FILE, page, skipped)

@@ -85,6 +85,16 @@ class Strategy(nn.Module, abc.ABC):
     def feature_key(self) -> str:
         """A digest of everything `features` depends on: equal keys, equal features (`benchmark.sharing`)."""
         return module_fingerprint(self, self.feature_identity(), self.feature_free)
+    selects_task: ClassVar[bool] = False  # True: `selected_task(x)` names the task-specific part each image uses
+
+    def selected_task(self, x: torch.Tensor) -> torch.Tensor:
+        """For a strategy that picks a task-specific part per image at test time, without being told the task (the
+        prompts a query selects, a per-task expert or adapter chosen by a router): the index of the task whose part
+        each image gets, a tensor of shape (n,). With `selects_task = True` the runner scores it against each test
+        image's own task after every task (`diagnostics.task_selection_acc`). Selective LoRA does not fill it: its
+        task-aware mode is given the task id and its task-agnostic mode applies every task's blocks at once, so it
+        selects nothing."""
+        raise NotImplementedError(f"{type(self).__name__} selects no task-specific part (selects_task is False)")
 
     def report(self) -> dict[str, Any]:
         """What the strategy adds to its run's result (keys of `metrics` merge into the result's metrics)."""

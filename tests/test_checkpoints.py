@@ -18,7 +18,7 @@ from strategies.full_ft import FullFineTuning
 from strategies.selective_lora import SelectiveLoRA
 from test_suite import ROOT, suite
 
-NUMBERS = ("accuracy_matrix", "metrics", "class_order", "test_sizes")
+NUMBERS = ("accuracy_matrix", "metrics", "diagnostics", "class_order", "test_sizes")
 
 
 def only_result(out: Path) -> dict:

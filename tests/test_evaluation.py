@@ -1,6 +1,7 @@
 import torch
 
 from benchmark import evaluation
+from benchmark.diagnostics import accuracy_row
 from benchmark.evaluation import as_tensors
 from benchmark.runtime import Runtime
 
@@ -23,4 +24,7 @@ def test_test_sets_too_large_for_memory_are_streamed_with_the_same_numbers(strea
     assert in_memory.accuracies(linear_predict, CPU) == streamed.accuracies(linear_predict, CPU)
     assert in_memory.task_aware_accuracies(linear_predict, CPU) == streamed.task_aware_accuracies(linear_predict, CPU)
     assert torch.equal(in_memory.first_image(), streamed.first_image())
+    logits = in_memory.outputs(linear_predict, CPU)  # what the runner takes accuracies and diagnostics from
+    assert logits.shape == (sum(in_memory.sizes), 10) and torch.equal(logits, streamed.outputs(linear_predict, CPU))
+    assert accuracy_row(logits, in_memory.labels, in_memory.sizes) == in_memory.accuracies(linear_predict, CPU)
     assert torch.equal(in_memory.first_image(), as_tensors(datasets[0])[0][0])

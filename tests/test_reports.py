@@ -8,11 +8,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
+from benchmark.config import ComparisonConfig
+from benchmark.diagnostics import after_task, run_diagnostics
 from benchmark.metrics import summarize
 from benchmark.results import SCHEMA_VERSION, RunSpec, result_path, write_json_atomic
 from reports.__main__ import main as reports_main
-from reports.plots import pareto_front
+from reports.leaderboard import build_leaderboard
+from reports.plots import class_confusion, pareto_front
+from reports.report import collect
 
 
 def fabricate(out: Path, stream: str, strategy: str, seed: int, matrix, retained, params=1000, **extra) -> dict:
@@ -21,10 +26,16 @@ def fabricate(out: Path, stream: str, strategy: str, seed: int, matrix, retained
     retention = {"protocols": {name: {} for name in curves}, "eval_size": 100, "subset_seed": 0}
     spec = RunSpec(stream, {}, strategy, {"lr": 0.1}, "vit-mini", {}, seed, retention, "cpu", "fp32")
     sizes = [10] * len(matrix)
+    units = [[2 * t, 2 * t + 1] for t in range(len(matrix))]
+    order = list(range(2 * len(matrix)))[::(-1) ** seed]  # seeds see different class orders
+    logits = torch.eye(2 * len(matrix)).repeat_interleave(5, 0)[:, torch.tensor(order)]  # 5 images per class
+    steps = [after_task(logits[:, : 2 * (i + 1)], logits.argmax(1), sizes, units, i) for i in range(len(matrix))]
+    block, added = run_diagnostics(steps, matrix, sizes, units, [[0, 0, 4], [0, 1, 1], [1, 1, 5]])
     result = {
         "run_id": spec.run_id, "status": "ok", "stream": stream, "strategy": strategy, "backbone": "vit-mini",
         "seed": seed, "config": spec.as_dict(), "accuracy_matrix": matrix, "test_sizes": sizes,
-        "metrics": summarize(matrix, sizes, curves), "schema_version": SCHEMA_VERSION,
+        "metrics": {**summarize(matrix, sizes, curves), **added}, "diagnostics": block, "class_order": order,
+        "schema_version": SCHEMA_VERSION,
         "retention_protocols": list(curves),
         "cost": {"params_trainable": params, "params_added": 10, "flops_per_image": 2000, "wall_time_s": 1.5},
         "versions": {"python": "3.11", "torch": "2.x"}, **extra,
@@ -67,7 +78,7 @@ def test_leaderboards_hold_means_and_stds_over_seeds(results_dir, tmp_path):
     split = pd.read_csv(out / "leaderboard_split.csv")
     assert list(split["strategy"]) == ["gated", "both", "full_ft", "linear", "no_retention"]  # best first; ties by name
     markdown = (out / "leaderboard.md").read_text()
-    assert "| 65.00 ± 7.07 |" in markdown and "no_retention" in markdown
+    assert "| 65.00 [1.47, 128.53] |" in markdown and "no_retention" in markdown  # 65 ± 12.706 · 7.071 / sqrt 2
 
 
 def test_each_retention_protocol_gets_its_own_columns(results_dir, tmp_path):
@@ -86,7 +97,7 @@ def test_every_plot_is_rendered_and_linked(results_dir, tmp_path):
     reports_main([str(results_dir), "--out", str(out)])
     plots = {p.name for p in (out / "plots").iterdir()}
     for name in ("accuracy_matrix", "seen_accuracy", "retention", "stability_plasticity", "accuracy_vs_params",
-                 "gate_masks"):
+                 "gate_masks", "intervals", "old_new", "calibration", "confusion"):
         assert {f"split__vit-mini__{name}.png", f"split__vit-mini__{name}.svg"} <= plots
     assert "one-task__vit-mini__gate_masks.png" not in plots  # nothing to show there
     page = (out / "report.html").read_text()
@@ -95,6 +106,7 @@ def test_every_plot_is_rendered_and_linked(results_dir, tmp_path):
     for strategy in ("full_ft", "linear", "no_retention", "gated", "broken"):
         assert strategy in page
     assert "RuntimeError: boom &lt;tag&gt;" in page  # failed runs listed, escaped
+    assert "p_vs_best_holm" in page and "indistinguishable_from_best" in page  # the paired comparison
 
 
 def test_several_result_folders_merge_into_one_report(results_dir, tmp_path):
@@ -105,6 +117,30 @@ def test_several_result_folders_merge_into_one_report(results_dir, tmp_path):
     assert reports_main([str(results_dir), str(other), "--out", str(out)]) == 0
     board = pd.read_csv(out / "leaderboard.csv")
     assert "extra" in set(board["strategy"]) and (board["n_seeds"] <= 2).all()
+
+
+def test_leaderboard_intervals_and_comparison_columns(results_dir, tmp_path):
+    out = tmp_path / "report"
+    reports_main([str(results_dir), "--out", str(out)])
+    board = pd.read_csv(out / "leaderboard_split.csv").set_index("strategy")
+    full = board.loc["full_ft"]
+    half = 12.706204736 * pd.Series([60.0, 70.0]).std() / 2 ** 0.5
+    assert (full["avg_acc_ci_low"], full["avg_acc_ci_high"]) == pytest.approx((65 - half, 65 + half), abs=1e-4)
+    assert pd.isna(board.loc["linear", "avg_acc_ci_low"]) and pd.isna(board.loc["linear", "avg_acc_ci_high"])
+    assert set(board["reference"]) == {"gated"} and board.loc["gated", "indistinguishable_from_best"]
+    assert (board.drop("gated")["n_pairs"] == 1).all()  # seed 0 shared; one pair is no test
+    assert board.drop("gated")["indistinguishable_from_best"].isna().all()
+    assert "forward_transfer_mean" in board and "til_avg_acc_mean" in board and "ece_last_ci_low" in board
+    markdown = (out / "leaderboard.md").read_text()
+    assert "| best " in markdown and "vs best" in markdown.splitlines()[0]
+    named = build_leaderboard(collect([results_dir]), ComparisonConfig(reference="linear"))
+    assert set(named[named["stream"] == "split"]["reference"]) == {"linear"}
+    assert reports_main([str(results_dir), "--out", str(out), "--level", "2"]) == 2
+
+
+def test_confusion_plots_add_runs_by_original_class():
+    run = {"class_order": [1, 0], "diagnostics": {"confusion": [[0, 0, 3], [0, 1, 1], [1, 1, 2]]}}
+    assert class_confusion(run).tolist() == [[2, 0], [1, 3]]  # unit 0 is class 1, unit 1 is class 0
 
 
 def test_pareto_front_keeps_the_undominated_points():
@@ -161,6 +197,8 @@ def test_report_renders_in_headless_chromium(results_dir, tmp_path):
     out = tmp_path / "report"
     reports_main([str(results_dir), "--out", str(out)])
     pngs = sorted((out / "plots").glob("*.png"))
+    drawn = {png.stem.split("__")[-1] for png in pngs}
+    assert {"intervals", "old_new", "calibration", "confusion"} <= drawn  # the statistics and diagnostics plots
     assert browser_check(out / "report.html", tmp_path / "profile") == (len(pngs), 0, 0)
     pngs[0].unlink()  # the probe does see a missing image
     assert browser_check(out / "report.html", tmp_path / "profile")[1] == 1
