@@ -164,10 +164,11 @@ class SuiteConfig:
     precision: str = "auto"  # auto (bf16 autocast on cuda, fp32 on cpu), fp32, bf16
     loader_workers: int = 0  # processes decoding training images (image-file benchmarks on a GPU: ~8); 0 = in-process
     executor: ExecutorConfig = ExecutorConfig()
+    tracking: tuple[Component, ...] = ()  # experiment-tracking sinks (benchmark/tracking/), none by default
 
 
 SUITE_KEYS = ("backbones", "streams", "strategies", "seeds", "retention", "device", "precision", "loader_workers",
-              "executor")
+              "executor", "tracking")
 
 
 def _components(raw: Any, key: str) -> tuple[Component, ...]:
@@ -208,6 +209,7 @@ def parse_suite(raw: Any, name: str) -> SuiteConfig:
         precision=precision,
         loader_workers=loader_workers,
         executor=make_config(ExecutorConfig, raw.get("executor"), "executor"),
+        tracking=_components(raw["tracking"], "tracking") if raw.get("tracking") else (),
     )
 
 

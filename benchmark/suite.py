@@ -25,6 +25,7 @@ from benchmark.retention import build_retention, protocol_params
 from benchmark.runner import run
 from benchmark.runtime import Runtime
 from benchmark.streams import build_stream, stream_params
+from benchmark.tracking import Tracker, TrackingPlan, plan_tracking
 from strategies.base import build_strategy, strategy_config
 
 
@@ -104,6 +105,7 @@ class RunJob:
     out_dir: Path
     runtime: Runtime
     keep_checkpoints: bool = False
+    tracking: TrackingPlan = TrackingPlan()  # experiment-tracking sinks (benchmark/tracking/); none by default
 
 
 def execute(job: RunJob, backbone: Optional[Backbone] = None) -> str:
@@ -112,11 +114,14 @@ def execute(job: RunJob, backbone: Optional[Backbone] = None) -> str:
     import strategies  # noqa: F401  (a fresh worker process registers the built-in strategies)
 
     checkpoint = result_path(job.out_dir, job.spec.run_id).with_name(CHECKPOINT_FILE)
+    tracker = Tracker(job.tracking, job.spec, job.out_dir, checkpoint.parent)
     try:
-        result = run(job.spec, job.runtime, backbone, checkpoint)
+        tracker.start(resuming=checkpoint.is_file())
+        result = run(job.spec, job.runtime, backbone, checkpoint, tracker.task_done)
     except Exception as error:  # a failing or diverging run is recorded; the suite goes on
         result = unfinished_result(job.spec, error)
     write_json_atomic(result_path(job.out_dir, job.spec.run_id), {**result, "versions": versions()})
+    tracker.finish(result, result_path(job.out_dir, job.spec.run_id))
     if result["status"] == STATUS_OK:
         from reports.plots import write_run_plots  # the report layer draws; imported late (matplotlib)
 
@@ -130,6 +135,7 @@ def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpo
     """Run every spec not finished yet on the chosen executor; per-task checkpoints let an interrupted run resume,
     and are removed once its result is written unless `keep_checkpoints`."""
     specs = plan_runs(config, runtime)
+    tracking = plan_tracking(config)
     executor = EXECUTORS.get(config.executor.name)
     backbones = preflight(specs, runtime)
     outcome = SuiteOutcome()
@@ -139,7 +145,7 @@ def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpo
             if is_finished(out_dir, spec.run_id):
                 outcome.skipped.append(spec.run_id)
             else:
-                todo.append(RunJob(spec, out_dir, runtime, keep_checkpoints))
+                todo.append(RunJob(spec, out_dir, runtime, keep_checkpoints, tracking))
         statuses = executor(todo, backbones, config.executor)
         for job, status in runtime.bar(statuses, desc="runs", total=len(todo), leave=True):
             {STATUS_OK: outcome.ran, STATUS_DIVERGED: outcome.diverged}.get(status, outcome.failed).append(

@@ -13,7 +13,6 @@ anything the caller can fix); `run_suite.py` and `cl-bench` are the layer that p
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Union
@@ -22,27 +21,10 @@ import pandas as pd
 
 from benchmark.config import SuiteConfig, load_suite, parse_suite
 from benchmark.errors import ConfigError
-from benchmark.results import STATUS_OK
+from benchmark.results import STATUS_OK, numeric_fields
 
 Folders = Union[str, Path, Iterable[Union[str, Path]]]
 IDENTITY = ["run_id", "status", "stream", "strategy", "backbone", "seed", "config_id"]
-
-
-def _numbers(values: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """The numeric entries of a result's `metrics` or `cost`, flat: a mapping of numbers (one per retention
-    protocol, or task-aware metrics) becomes `<key>_<name>`, a list of numbers (per-task times) `<key>_total`;
-    curves (lists per protocol) are left to the run's own fields."""
-    flat: dict[str, float] = {}
-    for key, value in values.items():
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, numbers.Number) or value is None:
-            flat[prefix + key] = value
-        elif isinstance(value, Mapping):
-            flat.update(_numbers({k: v for k, v in value.items() if not isinstance(v, list)}, f"{prefix}{key}_"))
-        elif isinstance(value, list) and value and all(isinstance(v, numbers.Number) for v in value):
-            flat[f"{prefix}{key}_total"] = float(sum(value))
-    return flat
 
 
 def result_row(result: Mapping[str, Any]) -> dict[str, Any]:
@@ -56,7 +38,7 @@ def result_row(result: Mapping[str, Any]) -> dict[str, Any]:
     if result.get("status") != STATUS_OK:
         return {**row, "error": result.get("error")}
     metrics = {k: v for k, v in result["metrics"].items() if k not in ("retained_pretrain_acc", "pretrain_drop")}
-    return {**row, **_numbers(metrics), **_numbers(result["cost"]), **run_row(dict(result)),
+    return {**row, **numeric_fields(metrics), **numeric_fields(result["cost"]), **run_row(dict(result)),
             "accuracy_matrix": result["accuracy_matrix"]}
 
 
