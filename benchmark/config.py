@@ -222,11 +222,12 @@ class SuiteConfig:
     loader_workers: int = 0  # processes decoding training images (image-file benchmarks on a GPU: ~8); 0 = in-process
     executor: ExecutorConfig = ExecutorConfig()
     comparison: ComparisonConfig = ComparisonConfig()
+    tracking: tuple[Component, ...] = ()  # experiment-tracking sinks (benchmark/tracking/), none by default
     share: bool = True  # evaluations that cannot differ computed once per process (same numbers either way)
 
 
 SUITE_KEYS = ("backbones", "streams", "strategies", "seeds", "class_order_seed", "train_seed", "retention", "device",
-              "precision", "loader_workers", "executor", "comparison", "share")
+              "precision", "loader_workers", "executor", "comparison", "tracking", "share")
 
 
 def _split_seeds(raw: Mapping[str, Any]) -> tuple[Optional[int], Optional[int]]:
@@ -291,6 +292,7 @@ def parse_suite(raw: Any, name: str) -> SuiteConfig:
         executor=make_config(ExecutorConfig, raw.get("executor"), "executor"),
         comparison=make_config(ComparisonConfig, raw.get("comparison"), "comparison"),
         share=_coerce(raw.get("share", True), bool, "share"),
+        tracking=_components(raw["tracking"], "tracking") if raw.get("tracking") else (),
     )
 
 

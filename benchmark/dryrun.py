@@ -29,6 +29,7 @@ from benchmark.retention import build_retention
 from benchmark.runtime import Runtime
 from benchmark.streams import build_stream
 from benchmark.suite import plan_runs
+from benchmark.tracking import plan_tracking
 from strategies.base import build_strategy
 
 PRESENT, DOWNLOADS, UNCHECKED = "present", "downloads at run time", "not checked"
@@ -54,6 +55,7 @@ class PlannedRun:
 def dry_run(config: SuiteConfig, runtime: Runtime, check_data: bool = True) -> list[PlannedRun]:
     """Every run `config` plans, checked and sized; raises the UserInputError a real run would raise first."""
     specs = plan_runs(config, runtime)
+    plan_tracking(config)  # sink names, hyper-parameters, installed packages
     backbones: dict[str, Backbone] = {}
     classes: dict[tuple[str, str], Optional[int]] = {}
     data: dict[tuple[str, str], str] = {}

@@ -238,3 +238,21 @@ def versions() -> dict[str, str]:
     # str(): torch.__version__ is a TorchVersion, which `torch.load(weights_only=True)` refuses in a checkpoint
     return {"python": platform.python_version(), "torch": str(torch.__version__), "timm": timm.__version__,
             "avalanche": avalanche.__version__, "git_commit": _git_commit()}
+
+
+def numeric_fields(values: Mapping[str, Any], prefix: str = "") -> dict[str, Optional[float]]:
+    """The numbers of a result's `metrics` or `cost`, flat (for tables and trackers): a mapping of numbers (one per
+    retention protocol, task-aware metrics) becomes `<key>_<name>`, a list of numbers (per-task times)
+    `<key>_total`; curves (lists per protocol) and strings are left out; undefined numbers (null) stay None."""
+    flat: dict[str, Optional[float]] = {}
+    for key, value in values.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)) or value is None:
+            flat[prefix + key] = value
+        elif isinstance(value, Mapping):
+            flat.update(numeric_fields({k: v for k, v in value.items() if not isinstance(v, list)},
+                                       f"{prefix}{key}_"))
+        elif isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
+            flat[f"{prefix}{key}_total"] = float(sum(value))
+    return flat

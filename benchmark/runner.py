@@ -13,7 +13,7 @@ import json
 import random
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -59,9 +59,10 @@ def _clock(runtime: Runtime) -> float:
 
 
 def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
-        checkpoint: Optional[Path] = None) -> dict[str, Any]:
+        checkpoint: Optional[Path] = None, on_task: Optional[Callable[[Progress], None]] = None) -> dict[str, Any]:
     """Execute `spec` and return its result (status ok); exceptions propagate to the caller. With `checkpoint`, the
-    state after each task is saved there, and a checkpoint left by an interrupted run is resumed from."""
+    state after each task is saved there, and a checkpoint left by an interrupted run is resumed from. `on_task`
+    (experiment tracking) sees the progress after each task, once it is checkpointed."""
     started = _clock(runtime)
     costs.reset_peak_memory(runtime.device)
     backbone = backbone or build_backbone(spec.backbone, **spec.backbone_params)
@@ -102,6 +103,8 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
         progress.eval_s.append(_clock(runtime) - start)
         if checkpoint:
             save_checkpoint(checkpoint, spec.run_id, strategy, progress, reference)
+        if on_task:
+            on_task(progress)
 
     matrix, retained = progress.matrix, progress.retained
     test_sizes = list(tests.sizes)

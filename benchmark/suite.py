@@ -26,6 +26,7 @@ from benchmark.retention import build_retention, protocol_params
 from benchmark.runner import run
 from benchmark.runtime import Runtime
 from benchmark.streams import build_stream, stream_params
+from benchmark.tracking import Tracker, TrackingPlan, plan_tracking
 from strategies.base import build_strategy, strategy_config
 
 
@@ -105,6 +106,7 @@ class RunJob:
     out_dir: Path
     runtime: Runtime
     keep_checkpoints: bool = False
+    tracking: TrackingPlan = TrackingPlan()  # experiment-tracking sinks (benchmark/tracking/); none by default
 
 
 def execute(job: RunJob, backbone: Optional[Backbone] = None) -> str:
@@ -113,11 +115,14 @@ def execute(job: RunJob, backbone: Optional[Backbone] = None) -> str:
     import strategies  # noqa: F401  (a fresh worker process registers the built-in strategies)
 
     checkpoint = result_path(job.out_dir, job.spec.run_id).with_name(CHECKPOINT_FILE)
+    tracker = Tracker(job.tracking, job.spec, job.out_dir, checkpoint.parent)
     try:
-        result = run(job.spec, job.runtime, backbone, checkpoint)
+        tracker.start(resuming=checkpoint.is_file())
+        result = run(job.spec, job.runtime, backbone, checkpoint, tracker.task_done)
     except Exception as error:  # a failing or diverging run is recorded; the suite goes on
         result = unfinished_result(job.spec, error)
     write_json_atomic(result_path(job.out_dir, job.spec.run_id), {**result, "versions": versions()})
+    tracker.finish(result, result_path(job.out_dir, job.spec.run_id))
     if result["status"] == STATUS_OK:
         from reports.plots import write_run_plots  # the report layer draws; imported late (matplotlib)
 
@@ -137,6 +142,7 @@ def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpo
     and are removed once its result is written unless `keep_checkpoints`. A stored result or checkpoint that does
     not check out is not trusted: the run goes again, and `notify` gets one line naming the file and why."""
     specs = plan_runs(config, runtime)
+    tracking = plan_tracking(config)
     executor = EXECUTORS.get(config.executor.name)
     backbones = preflight(specs, runtime)
     outcome = SuiteOutcome()
@@ -150,7 +156,7 @@ def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpo
             if distrusted:
                 notify(f"rerunning {spec.run_id}: {distrusted}")
             discard_foreign_checkpoint(result_path(out_dir, spec.run_id).with_name(CHECKPOINT_FILE), spec, notify)
-            todo.append(RunJob(spec, out_dir, runtime, keep_checkpoints))
+            todo.append(RunJob(spec, out_dir, runtime, keep_checkpoints, tracking))
         statuses = executor(todo, execute, backbones, config.executor)
         for job, status in runtime.bar(statuses, desc="runs", total=len(todo), leave=True):
             {STATUS_OK: outcome.ran, STATUS_DIVERGED: outcome.diverged}.get(status, outcome.failed).append(

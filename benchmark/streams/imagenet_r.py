@@ -10,6 +10,12 @@
   sticker, tattoo, toy, videogame. Each rendition is split 80/20 on its own, so a file's side of the split does not
   depend on how renditions are grouped.
 
+Published splits: `train_list` and `test_list` name the list files a reference codebase ships (CODA-Prompt's
+`imagenet-r_{train,test}.yaml`, CPrompt's `coda_{train,test}.txt`; formats in benchmark/datasets/split_lists.py);
+the listed images replace the seeded split (`test_fraction` and `split_seed` are then unused; `domain-imagenet-r`
+groups the listed images by rendition). The run records the lists and their hash, `split_sha256`; setting
+`split_sha256` pins it, so a different copy of the lists is a configuration error.
+
 The split does not move with the run's seed (only the class order does). Train images go through `augment`
 (`rrc_flip` by default), test images through the backbone's eval pipeline. `download` defaults to false so that a
 suite never reaches the network unasked.
@@ -18,11 +24,14 @@ suite never reaches the network unasked.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 from benchmark.config import require, require_folder
-from benchmark.datasets.files import data_path, require_augment, require_test_fraction, split_datasets
-from benchmark.datasets.imagenet_r import FOLDER, RENDITIONS, load_imagenet_r
+from benchmark.datasets.files import (LabelledFiles, Splits, as_datasets, data_path, require_augment,
+                                     require_test_fraction, split_datasets)
+from benchmark.datasets.imagenet_r import FOLDER, RENDITIONS, ImagenetR, load_imagenet_r
+from benchmark.datasets.split_lists import check_lists, listed_split
 from benchmark.datasets.images import ImageSpec
 from benchmark.errors import DatasetMissingError
 from benchmark.streams.base import Stream, class_incremental, domain_incremental, register_stream
@@ -35,11 +44,23 @@ class ImagenetRParams:
     test_fraction: float = 0.2  # share of the images held out for testing
     split_seed: int = 0  # fixes the train/test split across runs
     augment: str = "rrc_flip"  # train augmentation: none or rrc_flip
+    train_list: str = ""  # a published split's train list (e.g. CPrompt's coda_train.txt); "" = the seeded split
+    test_list: str = ""  # its test list (coda_test.txt)
+    list_format: str = "auto"  # auto (.yaml/.yml: coda-yaml, else lines), lines or coda-yaml
+    split_sha256: str = ""  # the lists' hash, filled in and recorded with the run; set it to pin the lists
 
     def __post_init__(self) -> None:
         require_folder(self.data_dir, "data_dir")
         require_test_fraction(self.test_fraction)
         require_augment(self.augment)
+        object.__setattr__(self, "split_sha256", check_lists(self.train_list, self.test_list, self.list_format,
+                                                             self.split_sha256))
+
+    def listed(self, data: ImagenetR, root: Path) -> Optional[tuple[list[int], list[int]]]:
+        """(train, test) positions in `data.files` of the published split, or None for the seeded split."""
+        if not self.train_list:
+            return None
+        return listed_split(data.files, root / FOLDER, Path(self.train_list), Path(self.test_list), self.list_format)
 
 
 @dataclass(frozen=True)
@@ -73,8 +94,13 @@ class DomainImagenetRParams(ImagenetRParams):
 
 @register_stream("split-imagenet-r", SplitImagenetRParams)
 def split_imagenet_r(params: SplitImagenetRParams, *, seed: int, image_spec: ImageSpec) -> Stream:
-    data = load_imagenet_r(data_path(params.data_dir), params.download)
-    splits = split_datasets([data.files], params.test_fraction, params.split_seed, image_spec, params.augment)
+    root = data_path(params.data_dir)
+    data = load_imagenet_r(root, params.download)
+    listed = params.listed(data, root)
+    if listed is None:
+        splits = split_datasets([data.files], params.test_fraction, params.split_seed, image_spec, params.augment)
+    else:
+        splits = as_datasets(*(data.files.subset(side) for side in listed), image_spec, params.augment)
     return class_incremental("split-imagenet-r", splits.train, splits.test, params.n_tasks, seed, data.wnids,
                              augmented=params.augment != "none", plain=splits.plain)
 
@@ -82,13 +108,24 @@ def split_imagenet_r(params: SplitImagenetRParams, *, seed: int, image_spec: Ima
 @register_stream("domain-imagenet-r", DomainImagenetRParams)
 def domain_imagenet_r(params: DomainImagenetRParams, *, seed: int, image_spec: ImageSpec) -> Stream:
     """Domain order is fixed by `domains`; the seed only matters for training."""
-    data = load_imagenet_r(data_path(params.data_dir), params.download)
+    root = data_path(params.data_dir)
+    data = load_imagenet_r(root, params.download)
     present = set(data.renditions)
     absent = [name for group in params.domains for name in group if name not in present]
     if absent:
         raise DatasetMissingError(f"no ImageNet-R images of rendition(s) {', '.join(absent)} in "
                                   f"{data_path(params.data_dir) / FOLDER}")
-    domains = {"+".join(group): split_datasets([data.of_renditions([name]) for name in group], params.test_fraction,
-                                               params.split_seed, image_spec, params.augment)
-               for group in params.domains}
+    listed = params.listed(data, root)
+    domains = {"+".join(group): _domain_splits(data, group, listed, params, image_spec) for group in params.domains}
     return domain_incremental("domain-imagenet-r", domains, data.wnids, augmented=params.augment != "none")
+
+
+def _domain_splits(data: ImagenetR, group: tuple[str, ...], listed: Optional[tuple[list[int], list[int]]],
+                   params: DomainImagenetRParams, image_spec: ImageSpec) -> Splits:
+    """One task's data: each rendition of `group` split 80/20 on its own, or its images in the published lists."""
+    if listed is None:
+        return split_datasets([data.of_renditions([name]) for name in group], params.test_fraction,
+                              params.split_seed, image_spec, params.augment)
+    sides: list[LabelledFiles] = [data.files.subset([i for i in side if data.renditions[i] in group])
+                                  for side in listed]
+    return as_datasets(*sides, image_spec, params.augment)

@@ -1,0 +1,81 @@
+"""One run's tracking: what is logged, when, to every sink of the plan, and the tracked runs' ids beside the result.
+
+Logged, at step = tasks trained so far: after each task `accuracy/task_<j>` (the accuracy-matrix row: every task's
+test set) and `retained/<protocol>` (with the pre-trained model's at step 0); at the end `metrics/<name>` and
+`cost/<name>` (the result's numbers, flat as `benchmark.results.numeric_fields` makes them) at the last step, the
+result file as an artifact and the status. The configuration (the run's spec) is recorded when the run opens.
+
+`tracking.json` in the run's folder keeps each sink's id of the tracked run; a run resumed from its checkpoint reopens
+those, so a crash and a re-run make one tracked run, not two. A run that starts from scratch opens new ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+from benchmark.checkpoints import Progress
+from benchmark.results import STATUS_OK, RunSpec, numeric_fields, write_json_atomic
+from benchmark.tracking.base import SINKS, Sink, SinkContext, TrackingPlan
+
+IDS_FILE = "tracking.json"
+
+
+def _finite(values: Mapping[str, Any]) -> dict[str, float]:
+    """Numbers a tracker can store: undefined metrics (None, e.g. bwt of one task) and NaN are left out."""
+    return {k: float(v) for k, v in values.items() if v is not None and math.isfinite(float(v))}
+
+
+def final_values(result: Mapping[str, Any]) -> dict[str, float]:
+    """`metrics/<name>` and `cost/<name>` of a finished result (retention curves are logged per task instead)."""
+    metrics = {k: v for k, v in result["metrics"].items() if k != "retained_pretrain_acc"}
+    return _finite({**{f"metrics/{k}": v for k, v in numeric_fields(metrics).items()},
+                    **{f"cost/{k}": v for k, v in numeric_fields(result["cost"]).items()}})
+
+
+class Tracker:
+    """The sinks of one run; constructing it does no I/O, `start` opens the tracked runs."""
+
+    def __init__(self, plan: TrackingPlan, spec: RunSpec, out_dir: Path, run_folder: Path) -> None:
+        self.plan, self.spec, self.run_folder = plan, spec, run_folder
+        self.context = SinkContext(out_dir, plan.experiment)
+        self.sinks: list[tuple[str, Sink]] = []
+
+    def start(self, resuming: bool) -> None:
+        """Open every sink's tracked run: the ones in `tracking.json` when resuming, new ones otherwise."""
+        if not self.plan.sinks:
+            return
+        ids_path = self.run_folder / IDS_FILE
+        ids = json.loads(ids_path.read_text()) if resuming and ids_path.is_file() else {}
+        for name, params in self.plan.sinks:
+            sink = SINKS.builder(name)(params, self.context)
+            ids[name] = sink.start(self.spec.run_id, self.spec.as_dict(), ids.get(name))
+            self.sinks.append((name, sink))
+        write_json_atomic(ids_path, ids)
+
+    def task_done(self, progress: Progress) -> None:
+        """Log the newest accuracy-matrix row and retention scores (before training too, after the first task)."""
+        step = progress.tasks_done
+        if step == 1:
+            self._log(_finite({f"retained/{p}": curve[0] for p, curve in progress.retained.items()}), 0)
+        row = {f"accuracy/task_{j}": value for j, value in enumerate(progress.matrix[-1])}
+        retained = {f"retained/{p}": curve[step] for p, curve in progress.retained.items() if len(curve) > step}
+        self._log(_finite({**row, **retained}), step)
+
+    def finish(self, result: Mapping[str, Any], result_file: Path) -> None:
+        """Log the final numbers, store the result file and close every sink; a sink that fails here warns (the
+        result is already written) instead of failing the run."""
+        if result.get("status") == STATUS_OK:
+            self._log(final_values(result), len(result["accuracy_matrix"]))
+        for name, sink in self.sinks:
+            try:
+                sink.finish(result_file, result.get("status", "failed"))
+            except Exception as error:  # noqa: BLE001  (a tracker outage must not lose the written result)
+                warnings.warn(f"tracking sink {name} could not close run {self.spec.run_id}: {error}")
+
+    def _log(self, values: Mapping[str, float], step: int) -> None:
+        for _, sink in self.sinks:
+            sink.log(values, step)

@@ -1,0 +1,68 @@
+"""Weights & Biases: one W&B run per suite run, offline by default (nothing leaves the machine; `wandb sync
+<results>/wandb/offline-run-*` uploads later), grouped by the suite's name.
+
+The configuration is the run's `config`; numbers go through `run.log(values, step=...)` under the names tracker.py
+gives; `result.json` is a W&B artifact of type `result`; the status is `summary.status` and the exit code (0 for
+ok, 1 otherwise). A resumed run calls `wandb.init(id=<the stored id>, resume="allow")`: offline, that writes a
+second `offline-run-*-<id>` folder of the same run id, which `wandb sync` merges into one run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from benchmark.config import require
+from benchmark.results import STATUS_OK
+from benchmark.tracking.base import SinkContext, SinkParams, register_sink
+
+MODES = ("offline", "online")
+
+
+@dataclass(frozen=True)
+class WandbParams(SinkParams):
+    REQUIRES = ("wandb", "wandb")
+
+    project: str = "cl-vit-bench"
+    mode: str = "offline"  # offline (no network; sync later) or online (needs `wandb login`)
+    dir: str = ""  # "" = the results folder; W&B writes <dir>/wandb/
+    entity: str = ""  # "" = the logged-in user's default
+
+    def __post_init__(self) -> None:
+        require(self.mode in MODES, "mode", f"one of {', '.join(MODES)}", self.mode)
+
+
+class WandbSink:
+    def __init__(self, params: WandbParams, context: SinkContext) -> None:
+        self.params = params
+        self.dir = Path(params.dir) if params.dir else context.out_dir
+        self.group = context.experiment
+        self.run: Any = None
+
+    def start(self, name: str, config: Mapping[str, Any], resume_id: Optional[str]) -> str:
+        import wandb
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.run = wandb.init(project=self.params.project, entity=self.params.entity or None, dir=str(self.dir),
+                              mode=self.params.mode, id=resume_id, name=name,
+                              group=self.group or None, config=dict(config), resume="allow" if resume_id else None,
+                              reinit="create_new", settings=wandb.Settings(silent=True, console="off"))
+        return self.run.id
+
+    def log(self, values: Mapping[str, float], step: int) -> None:
+        self.run.log(dict(values), step=step)
+
+    def finish(self, result_file: Path, status: str) -> None:
+        import wandb
+
+        artifact = wandb.Artifact(f"result-{self.run.id}", type="result")
+        artifact.add_file(str(result_file))
+        self.run.log_artifact(artifact)
+        self.run.summary["status"] = status
+        self.run.finish(exit_code=0 if status == STATUS_OK else 1)
+
+
+@register_sink("wandb", WandbParams)
+def wandb_sink(params: WandbParams, context: SinkContext) -> WandbSink:
+    return WandbSink(params, context)
