@@ -169,7 +169,11 @@ class RanPAC(Strategy):
             return F.relu(features @ self.projection) if self.config.projection_dim else features
 
     def predict(self, x: torch.Tensor, task_id: Optional[int] = None) -> torch.Tensor:
-        h = self.hidden(self.features(x))
+        """Logits over the classes seen (none before the first task, when the projection is not drawn yet)."""
+        features = self.features(x)
+        if self.readout.shape[0] == 0:
+            return features.new_zeros(features.shape[0], 0)
+        h = self.hidden(features)
         with torch.autocast(h.device.type, enabled=False):
             return cosine_logits(h, self.readout) if self.config.inference == "cosine" else h @ self.readout.T
 
