@@ -27,7 +27,7 @@ from benchmark.metrics import matrix_metrics, summarize
 from benchmark.results import STATUS_OK, SCHEMA_VERSION, RunSpec
 from benchmark.retention import build_retention
 from benchmark.runtime import Runtime
-from benchmark.streams import Stream, build_stream
+from benchmark.streams import Stream, build_stream, joint_task
 from strategies.base import build_strategy
 
 
@@ -78,7 +78,9 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
         strategy.eval()
         before = retention(StrategyFeatures(strategy, runtime))
         progress = Progress(retained={name: [value] for name, value in before.items()})
-    remaining = stream.tasks[progress.tasks_done:]
+    # a joint upper bound trains once on every task's data; its one evaluation fills every row (README)
+    tasks, repeats = ((joint_task(stream),), len(stream.tasks)) if strategy.joint else (stream.tasks, 1)
+    remaining = tasks[progress.tasks_done // repeats:]
     for task in runtime.bar(remaining, desc=f"{spec.strategy} on {spec.stream}", total=len(remaining)):
         start = _clock(runtime)
         try:
@@ -90,16 +92,18 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
         strategy.eval()
         features = StrategyFeatures(strategy, runtime)
         logits = tests.logits(strategy, features, runtime)
-        progress.matrix.append(diagnostics.accuracy_row(logits, tests.labels, tests.sizes))
-        progress.diagnostics.append(diagnostics.after_task(logits, tests.labels, tests.sizes, units, task.index))
-        progress.confusion = diagnostics.confusion_entries(logits, tests.labels)
+        seen = task.index if repeats == 1 else len(stream.tasks) - 1  # the last task seen (joint: all of them)
+        progress.matrix.extend([diagnostics.accuracy_row(logits, tests.labels, tests.sizes)] * repeats)
+        after = diagnostics.after_task(logits, tests.labels, tests.sizes, units, seen)
         if strategy.selects_task:
-            progress.diagnostics[-1]["task_selection_acc"] = diagnostics.task_selection_acc(
-                tests.outputs(strategy.selected_task, runtime), tests.sizes, task.index)
+            after["task_selection_acc"] = diagnostics.task_selection_acc(
+                tests.outputs(strategy.selected_task, runtime), tests.sizes, seen)
+        progress.diagnostics.extend([after] * repeats)
+        progress.confusion = diagnostics.confusion_entries(logits, tests.labels)
         if strategy.task_aware:
-            progress.task_aware_matrix.append(tests.task_aware_accuracies(strategy.predict, runtime))
+            progress.task_aware_matrix.extend([tests.task_aware_accuracies(strategy.predict, runtime)] * repeats)
         for name, value in retention(features).items():
-            progress.retained[name].append(value)
+            progress.retained[name].extend([value] * repeats)
         progress.eval_s.append(_clock(runtime) - start)
         if checkpoint:
             save_checkpoint(checkpoint, spec.run_id, strategy, progress, reference)
@@ -127,6 +131,7 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
         "cost": cost,
         "retention_protocols": list(retention.scorers),
         "retention_eval": {"dataset": retention.eval_set.name, "size": len(retention.eval_set.labels)},
+        "joint_upper_bound": strategy.joint,
         **extra,
     }
 

@@ -29,6 +29,14 @@ LEADERBOARD_FILE = "leaderboard.csv"
 MARKDOWN_FILE = "leaderboard.md"
 
 
+UPPER_BOUND_MARK = " (joint upper bound)"  # after the strategy's name: trained once on all tasks, not continual
+
+
+def strategy_label(result: dict[str, Any]) -> str:
+    """The strategy's name as tables and plots show it, marked when the run is a joint-training upper bound."""
+    return result["strategy"] + (UPPER_BOUND_MARK if result.get("joint_upper_bound") else "")
+
+
 def config_id(result: dict[str, Any]) -> str:
     """The hash of a run's configuration without its seed: runs that differ only by seed share it."""
     return RunSpec(**result["config"]).config_hash(with_seed=False)
@@ -48,7 +56,7 @@ def run_row(result: dict[str, Any]) -> dict[str, Any]:
         retention[last] = curve[-1] if curve else None
         retention[drop] = pretrain_drop(curve)
     return {
-        "stream": result["stream"], "strategy": result["strategy"], "backbone": result["backbone"],
+        "stream": result["stream"], "strategy": strategy_label(result), "backbone": result["backbone"],
         "config_id": config_id(result), "seed": result["seed"],
         "class_order": ",".join(map(str, result.get("class_order", []))),
         **{name: metrics.get(name) for name in MATRIX_METRICS},

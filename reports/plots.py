@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 from benchmark.diagnostics import dense_confusion  # noqa: E402
 from benchmark.metrics import retention_curves, seen_tasks_curve  # noqa: E402
 from benchmark.results import STATUS_OK  # noqa: E402
-from reports.leaderboard import COMPARED, config_id  # noqa: E402
+from reports.leaderboard import COMPARED, config_id, strategy_label  # noqa: E402
 from reports.statistics import t_interval  # noqa: E402
 
 
@@ -72,7 +72,7 @@ def group_series(results: list[dict[str, Any]]) -> dict[Group, list[Series]]:
         for strategy, _ in configs:
             per_strategy[strategy] += 1
         groups[group] = [
-            Series(strategy if per_strategy[strategy] == 1 else f"{strategy} [{cid[:6]}]", strategy,
+            Series(strategy_label(runs[0]) + ("" if per_strategy[strategy] == 1 else f" [{cid[:6]}]"), strategy,
                    sorted(runs, key=lambda r: r["seed"]))
             for (strategy, cid), runs in sorted(configs.items())
         ]
@@ -100,7 +100,9 @@ def _curve(ax: plt.Axes, x: np.ndarray, values: np.ndarray, series: Series, colo
     """Mean over seeds with a ±1 std band when there is more than one seed."""
     mean = values.mean(axis=0)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.plot(x, mean, marker="o", markersize=3, color=colour, label=f"{series.label} (n={len(values)})")
+    upper_bound = series.runs[0].get("joint_upper_bound", False)  # drawn dashed: a ceiling, not a continual run
+    ax.plot(x, mean, marker="o", markersize=3, color=colour, linestyle="--" if upper_bound else "-",
+            label=f"{series.label} (n={len(values)})")
     if len(values) > 1:
         std = values.std(axis=0, ddof=1)
         ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)

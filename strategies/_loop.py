@@ -42,6 +42,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "cosine"  # lr over each task's steps: constant or cosine (to 0)
     loss: str = "local"  # cross-entropy over the current task's classes (local) or all classes seen (global)
+    joint: bool = False  # train once on the union of the stream's tasks: the joint-training upper bound (README)
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "epochs", ">= 1", self.epochs)

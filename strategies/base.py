@@ -61,6 +61,12 @@ class Strategy(nn.Module, abc.ABC):
         """Pre-logit features of the current network (what retention protocols score with the original head)."""
         return self.backbone(x)
 
+    @property
+    def joint(self) -> bool:
+        """True: a joint-training upper bound (config `joint: true`). The runner then trains it once, on one task
+        holding every task's training data (`benchmark.streams.joint_task`), and scores it on every task's test set."""
+        return bool(getattr(self.config, "joint", False))
+
     task_aware: ClassVar[bool] = False  # True: `predict(x, task_id)` differs, and the runner also scores that mode
     classifies_features: ClassVar[bool] = False  # True: predict(x) == classify(features(x)) (task-agnostic)
     feature_free: ClassVar[tuple[str, ...]] = ()  # submodules / tensors that `features` never reads (e.g. "head")

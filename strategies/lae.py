@@ -5,7 +5,8 @@ Framework with General Parameter-Efficient Tuning", ICCV 2023; arXiv 2303.10070)
 The backbone is frozen. Parameter-efficient tuning modules (PETs), one kind per run, sit in the first blocks
 (`adapt_blocks`, blocks 0-4; fewer when the backbone has fewer):
 - `adapter`: Linear(d -> 5) -> GELU -> Linear(5 -> d) -> learnable scale (init 1), in parallel with the attention:
-  attn(LN1(x)) + adapter(LN1(x)). Down projection Kaiming-uniform, up projection zero.
+  attn(LN1(x)) + adapter(LN1(x)). Down projection Kaiming-uniform, up projection zero (`strategies._adapter.Adapter`,
+  shared with APER and RanPAC).
 - `lora`: rank-5 updates of the key and value parts of the fused qkv projection, qkv(x) + [0; s_k B_k A_k x;
   s_v B_v A_v x], learnable scales s (init 1), no alpha / r. A Kaiming-uniform (a = sqrt 5), B zero.
 - `prefix`: 10 learnable key and 10 value tokens (U(0, 0.01), each set with a learnable scale) inserted after the
@@ -66,6 +67,7 @@ from torch.func import functional_call
 from benchmark.config import apply_preset, require
 from benchmark.errors import ConfigError
 from benchmark.streams import Task
+from strategies._adapter import Adapter, AddedToOutput
 from strategies._heads import TaskHeads
 from strategies._loop import check_finite, run_epoch, shuffled_batches, task_cross_entropy, training_data
 from strategies.base import Strategy, register
@@ -75,39 +77,6 @@ PRESETS = {
     "reference": dict(epochs=5, batch_size=24, lr=0.0028125, ema_decay=0.9999),
     "reference-imagenet-r": dict(epochs=50, batch_size=24, lr=0.00046875, ema_decay=0.9999),
 }
-
-
-class AddedToOutput(nn.Module):
-    """A PET whose output, computed from the input of one module of the block (`target`), is added to that module's
-    output. Attached with a forward hook, so the block's own modules and parameter names stay as they are."""
-
-    target: str  # path of the module inside a timm ViT block
-
-    def attach(self, block: nn.Module) -> None:
-        block.get_submodule(self.target).register_forward_hook(self.add_to_output)
-
-    def add_to_output(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        return output + self(args[0])
-
-
-class Adapter(AddedToOutput):
-    """A bottleneck MLP with a learnable output scale, in parallel with the attention: attn(LN1(x)) + adapter(LN1(x))
-    (pet/adapter.py, mode parallel)."""
-
-    target = "attn"
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.down = nn.Linear(dim, hidden)
-        self.up = nn.Linear(hidden, dim)
-        self.scale = nn.Parameter(torch.tensor(1.0))
-        nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
-        nn.init.zeros_(self.down.bias)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * self.up(F.gelu(self.down(x)))
 
 
 class KVLoRA(AddedToOutput):

@@ -12,6 +12,7 @@ import torch
 import run_suite
 from conftest import builtin_strategies
 from benchmark.config import load_suite
+from benchmark.registry import entry_name
 from benchmark.results import iter_results
 from benchmark.runtime import Runtime
 from benchmark.suite import plan_runs
@@ -167,7 +168,8 @@ def test_missing_data_exits_2_before_training(write_suite, tmp_path, capsys, tin
 def test_default_config_plans_every_builtin_strategy_on_both_mini_streams():
     config = load_suite(ROOT / "configs" / "mini.yaml")
     specs = plan_runs(config, Runtime.resolve("cpu", "auto", False))
-    assert {s.strategy for s in specs} == set(builtin_strategies())
+    assert {entry_name(s.strategy) for s in specs} == set(builtin_strategies())
+    assert {s.strategy for s in specs if s.strategy_params.get("joint")} == {"full_ft@joint", "linear@joint"}
     assert {s.stream for s in specs} == {"mini-split-digits", "mini-domain-digits"}
     assert {s.precision for s in specs} == {"fp32"} and all(torch.device(s.device).type == "cpu" for s in specs)
 

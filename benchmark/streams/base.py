@@ -23,7 +23,7 @@ import torch
 from avalanche.benchmarks import benchmark_from_datasets, class_incremental_benchmark
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 from avalanche.benchmarks.utils import as_classification_dataset
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import ConcatDataset, Dataset, TensorDataset
 
 from benchmark.config import require
 from benchmark.datasets.images import ImageSpec
@@ -166,6 +166,19 @@ def plain_datasets(benchmark: CLScenario, n_tasks: int) -> list[Optional[Dataset
     if not hasattr(benchmark, "train_plain_stream"):
         return [None] * n_tasks
     return [experience.dataset for experience in benchmark.train_plain_stream]
+
+
+def joint_task(stream: Stream) -> Task:
+    """One task holding every task's training images (every class of a class-incremental stream, every domain of a
+    domain-incremental one): what a joint-training upper bound trains on, once. Its test set is the union of the
+    tasks' test sets; the runner still scores each task's test set on its own."""
+    tasks = stream.tasks
+    plains = [task.train_plain for task in tasks]
+    return Task(0, f"joint:{len(tasks)} tasks", tuple(dict.fromkeys(c for task in tasks for c in task.classes)),
+                tuple(dict.fromkeys(u for task in tasks for u in task.labels)), max(t.num_outputs for t in tasks),
+                ConcatDataset([task.train for task in tasks]), ConcatDataset([task.test for task in tasks]),
+                any(task.train_augmented for task in tasks),
+                None if any(p is None for p in plains) else ConcatDataset(plains))
 
 
 STREAMS = BuilderRegistry("stream", "streams")  # name -> (params dataclass, builder(params, *, seed, image_spec))
