@@ -116,6 +116,11 @@ class TestSets:
         return [accuracy(lambda x, j=j: predict(x, task_id=j), self.part(j), labels[j], runtime)
                 for j in range(len(self.sizes))]
 
+    def task_identification(self, identify: Fn, runtime: Runtime) -> list[float]:
+        """Share (%) of each set j's images that `identify` (a task index per image) assigns to task j."""
+        assigned = apply(identify, self.images, runtime).cpu()
+        return [100.0 * float((part == j).float().mean()) for j, part in enumerate(assigned.split(list(self.sizes)))]
+
 
 def accuracy(predict: Fn, images: Images, labels: torch.Tensor, runtime: Runtime) -> float:
     """Top-1 accuracy (%) of `predict` (logits) on one set."""

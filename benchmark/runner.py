@@ -85,6 +85,10 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
             **costs.peak_memory_mb(runtime.device)}
     extra = strategy.report()
     metrics = {**summarize(matrix, test_sizes, retained), **extra.pop("metrics", {})}
+    if strategy.identifies_tasks:
+        shares = tests.task_identification(strategy.identify_task, runtime)
+        metrics["task_id_accuracy"] = sum(s * n for s, n in zip(shares, test_sizes)) / sum(test_sizes)
+        metrics["task_id_accuracy_per_task"] = shares
     if strategy.task_aware:
         extra["accuracy_matrix_task_aware"] = progress.task_aware_matrix
         metrics["task_aware"] = matrix_metrics(progress.task_aware_matrix, test_sizes)

@@ -3,7 +3,8 @@
 Importing this package registers the built-in strategies.
 """
 
-from strategies import block_expansion, full_ft, lae, linear, lora, selective_lora, slca, topk  # noqa: F401
+from strategies import (block_expansion, coda_prompt, dualprompt, full_ft, l2p, lae, linear, lora,  # noqa: F401
+                        selective_lora, slca, topk)
 from strategies.base import STRATEGIES, Strategy, build_strategy, register, strategy_config
 
 __all__ = ["STRATEGIES", "Strategy", "build_strategy", "register", "strategy_config"]

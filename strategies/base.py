@@ -58,6 +58,13 @@ class Strategy(nn.Module, abc.ABC):
 
     task_aware: ClassVar[bool] = False  # True: `predict(x, task_id)` differs, and the runner also scores that mode
 
+    identifies_tasks: ClassVar[bool] = False  # True: `identify_task(x)` says which task each image's prompt is from
+
+    def identify_task(self, x: torch.Tensor) -> torch.Tensor:
+        """The task index each image of `x` is assigned to by the strategy's own selection (prompt methods); the
+        runner reports the share of test images assigned to their own task (`metrics.task_id_accuracy`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not identify tasks")
+
     def report(self) -> dict[str, Any]:
         """What the strategy adds to its run's result (keys of `metrics` merge into the result's metrics)."""
         return {}
