@@ -22,7 +22,7 @@ to the task whose components get the largest sum of alpha, averaged over the blo
 
 Presets (`preset:`, filling `epochs`, `batch_size`, `lr` where not set): `reference` (CIFAR-100, PILOT's
 exps/coda_prompt.json and the official configs: 20 epochs, batch 128, lr 0.001, cosine), `reference-imagenet-r` (50
-epochs), `mini` (default, below). `components_per_task` 10 fits the 10-task splits; set 100 / tasks otherwise
+epochs), `mini` (default: 3 epochs, batch 32, lr 0.01, for the mini streams' tens of steps per task). `components_per_task` 10 fits the 10-task splits; set 100 / tasks otherwise
 (5 for PILOT's 20-task CIFAR-100).
 
 Deviations from the reference:

@@ -25,7 +25,7 @@ their own task's.
 
 Presets (`preset:`, filling `epochs`, `batch_size`, `lr` where not set): `reference` (CIFAR-100, PILOT's
 exps/dualprompt.json: 5 epochs, batch 24, lr 0.001), `reference-imagenet-r` (exps/dualprompt_inr.json: 10 epochs),
-`mini` (default, below); `pull` 0.1 everywhere (PILOT's configs; the official ImageNet-R run uses 1.0, 50 epochs, lr
+`mini` (default: 3 epochs, batch 32, lr 0.01, for the mini streams' tens of steps per task); `pull` 0.1 everywhere (PILOT's configs; the official ImageNet-R run uses 1.0, 50 epochs, lr
 0.005 and gradient clipping 1.0, which this suite does not do).
 
 Deviations from the reference:

@@ -25,7 +25,9 @@ its own task. A pool that every task shares scores about 1 / tasks.
 
 Presets (`preset:`, filling `epochs`, `batch_size`, `lr` where not set): `reference` (CIFAR-100, PILOT's
 exps/l2p.json: 5 epochs, batch 16, lr 0.001875 = 0.03 x 16 / 256), `reference-imagenet-r` (exps/l2p_inr.json: 10
-epochs, batch 32, same lr), `mini` (default, below). Every preset keeps the pool (10 x 5, top 5) and pull 0.1.
+epochs, batch 32, same lr), both with prompts of 5 tokens and top 5; `mini` (default: 3 epochs, batch 32, lr 0.01
+for the mini streams' tens of steps per task, prompts of 2 tokens and top 3, so 6 inserted tokens instead of 25 keep
+a run near a LoRA run's cost). The pool (10) and pull 0.1 are the same in every preset.
 
 Deviations from the reference:
 - `selection: image` is the default (the reference selects per batch; `selection: batch` restores it).
