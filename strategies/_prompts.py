@@ -158,8 +158,10 @@ def key_pull(query: torch.Tensor, keys: torch.Tensor, selected: torch.Tensor) ->
     return (normed_keys * F.normalize(query.float(), dim=-1).unsqueeze(1)).sum() / len(query)
 
 
-def query_training_data(prompted: PromptedViT, task: Task,
-                        runtime: Runtime) -> tuple[Dataset, Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]]:
+Unpack = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # packed items -> (images, queries)
+
+
+def query_training_data(prompted: PromptedViT, task: Task, runtime: Runtime) -> tuple[Dataset, Unpack]:
     """The task's training data and the map from its items to (images, queries).
 
     Images and their queries travel packed in one tensor (flattened image, then query), so that the shared loop's

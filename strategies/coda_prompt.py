@@ -22,8 +22,8 @@ to the task whose components get the largest sum of alpha, averaged over the blo
 
 Presets (`preset:`, filling `epochs`, `batch_size`, `lr` where not set): `reference` (CIFAR-100, PILOT's
 exps/coda_prompt.json and the official configs: 20 epochs, batch 128, lr 0.001, cosine), `reference-imagenet-r` (50
-epochs), `mini` (default: 3 epochs, batch 32, lr 0.01, for the mini streams' tens of steps per task). `components_per_task` 10 fits the 10-task splits; set 100 / tasks otherwise
-(5 for PILOT's 20-task CIFAR-100).
+epochs), `mini` (default: 3 epochs, batch 32, lr 0.01, for the mini streams' tens of steps per task).
+`components_per_task` 10 fits the 10-task splits; set 100 / tasks otherwise (5 for PILOT's 20-task CIFAR-100).
 
 Deviations from the reference:
 - Components are added task by task (old ones as buffers) instead of a pool of 100 allocated up front and sliced:
@@ -136,7 +136,10 @@ class CODAPrompt(Strategy):
         self.add_components()
         self.backbone.eval()
         data, unpack = query_training_data(self.prompted, task, self.runtime)
-        loss = lambda items, labels: task_cross_entropy(self.logits(*unpack(items)), labels, task, "local")  # noqa: E731
+
+        def loss(items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            return task_cross_entropy(self.logits(*unpack(items)), labels, task, "local")
+
         fit(loss, [self.prompts, self.keys, self.attention, *self.head.parameters()], data,
             self.config.train_config(), self.runtime, desc=f"CODA-Prompt {task.name}")
 

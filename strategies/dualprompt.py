@@ -20,13 +20,14 @@ image takes the expert whose key is most cosine-similar to its query, among all 
 reference (keys of experts not trained yet included).
 
 `selection`: `image` (default) or `batch` (the reference's `batchwise_prompt: true`: every image of a test batch
-takes the batch's most frequent top-1 expert; training uses the task's own expert either way). Task identification (`metrics.task_id_accuracy`): the share of test images whose selected expert is
-their own task's.
+takes the batch's most frequent top-1 expert; training uses the task's own expert either way). Task
+identification (`metrics.task_id_accuracy`): the share of test images whose selected expert is their own task's.
 
 Presets (`preset:`, filling `epochs`, `batch_size`, `lr` where not set): `reference` (CIFAR-100, PILOT's
 exps/dualprompt.json: 5 epochs, batch 24, lr 0.001), `reference-imagenet-r` (exps/dualprompt_inr.json: 10 epochs),
-`mini` (default: 3 epochs, batch 32, lr 0.01, for the mini streams' tens of steps per task); `pull` 0.1 everywhere (PILOT's configs; the official ImageNet-R run uses 1.0, 50 epochs, lr
-0.005 and gradient clipping 1.0, which this suite does not do).
+`mini` (default: 3 epochs, batch 32, lr 0.01, for the mini streams' tens of steps per task); `pull` 0.1 everywhere
+(PILOT's configs; the official ImageNet-R run uses 1.0, 50 epochs, lr 0.005 and gradient clipping 1.0, which this
+suite does not do).
 
 Deviations from the reference:
 - `selection: image` is the default (the reference selects per batch at test time; `selection: batch` restores it).

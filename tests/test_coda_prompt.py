@@ -58,7 +58,8 @@ def test_gram_schmidt_draws_unit_vectors_orthogonal_to_the_old_ones_and_each_oth
     assert torch.allclose(new[:, :2], torch.zeros(3, 2), atol=1e-6)  # orthogonal to e1 and e2: no component there
     assert torch.allclose(new @ new.T, torch.eye(3), atol=1e-6)
     prompts = gram_schmidt(torch.zeros(0, 4, 6), 4)  # (components, tokens, dim) flattened over tokens
-    assert prompts.shape == (4, 4, 6) and torch.allclose(prompts.flatten(1) @ prompts.flatten(1).T, torch.eye(4), atol=1e-6)
+    flat = prompts.flatten(1)
+    assert prompts.shape == (4, 4, 6) and torch.allclose(flat @ flat.T, torch.eye(4), atol=1e-6)
 
 
 def test_old_components_keys_and_attention_vectors_stay_bit_identical(backbone, stream):
