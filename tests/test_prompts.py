@@ -8,6 +8,7 @@ import pytest
 import timm
 import torch
 
+from benchmark import costs
 from benchmark.runtime import Runtime
 from strategies._prompts import PromptedViT, query_training_data
 from strategies.base import build_strategy
@@ -118,3 +119,16 @@ RESUMABLE = {"l2p": crashing_once(L2P, "l2p_crashes_once"),
 def test_a_resumed_prompt_run_equals_an_uninterrupted_one(name, write_suite, tmp_path):
     assert_resuming_changes_nothing(f"{name}_crashes_once", RESUMABLE[name], {"epochs": 1, **TWO_BLOCKS[name]},
                                     write_suite, tmp_path)
+
+
+def test_added_parameters_on_a_vit_b16_are_the_references_pool_keys_and_components():
+    """L2P: 10 prompts x 5 tokens x 768 + 10 keys; DualPrompt: G 2 blocks x (5 + 5) x 768, 10 experts x 3 blocks x
+    (5 + 5) x 768, 10 keys; CODA-Prompt: per task 10 components x 5 blocks x (8 x 768 + 768 + 768)."""
+    model = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
+    expected = {"l2p": 38_400 + 7_680, "dualprompt": 15_360 + 230_400 + 7_680, "coda_prompt": 384_000}
+    for name, count in expected.items():
+        strategy = build_strategy(name, {"preset": "reference"}, copy.deepcopy(model), RUNTIME)
+        if name == "coda_prompt":
+            strategy.add_components()
+        assert costs.parameter_counts(strategy)["params_trainable"] == count
+        assert costs.parameter_counts(strategy)["params_added"] == count
