@@ -107,7 +107,6 @@ class DualPrompt(Strategy):
         self.e_prompts = uniform(config.pool_size, len(self.e_blocks), 2, config.e_length, attn_dim, device=device)
         self.keys = uniform(config.pool_size, self.feature_dim, device=device)
         self.head = GrowingClassifier(self.feature_dim).to(device)
-        self.register_buffer("tasks_trained", torch.zeros((), dtype=torch.long, device=device))
 
     def prefixes(self, expert: torch.Tensor) -> dict[int, Prefix]:
         """Block -> (keys, values): the general prompt, and the expert prompts `expert` (one per image, or one
@@ -140,7 +139,6 @@ class DualPrompt(Strategy):
 
         fit(loss, [self.g_prompt, self.e_prompts, self.keys, *self.head.parameters()], data,
             self.config.train_config(), self.runtime, desc=f"DualPrompt {task.name}")
-        self.tasks_trained += 1
 
     def experts(self, x: torch.Tensor) -> torch.Tensor:
         """Each image's expert: the most cosine-similar key to its query (or the batch's most frequent one)."""
@@ -151,7 +149,7 @@ class DualPrompt(Strategy):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The prompted network's pre-logits; before the first task the network has no prompt yet."""
-        if int(self.tasks_trained) == 0:
+        if self.head.num_outputs == 0:
             return self.backbone(x)
         prefixes = self.prefixes(self.e_prompts[self.experts(x)])
         return self.prompted.pre_logits(self.prompted.tokens(x, prefixes=prefixes))
