@@ -154,7 +154,7 @@ def forward_transfer(matrix: Matrix, outputs: Sequence[int], task_units: Units) 
 def run_diagnostics(steps: Sequence[dict[str, Any]], matrix: Matrix, test_sizes: Sequence[int],
                     task_units: Units, confusion: Sequence[Sequence[int]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The result's `diagnostics` block and the metrics it adds (`task_incremental`, `forward_transfer`,
-    `ece_last`), from the per-task diagnostics `steps` (`after_task`, plus `task_selection_acc` where the strategy
+    `ece_last`, `task_selection_acc_last` for strategies that select), from the per-task diagnostics `steps` (`after_task`, plus `task_selection_acc` where the strategy
     selects a task-specific part) and the final confusion entries."""
     til_matrix = [step["task_incremental_row"] for step in steps]
     old, new = old_new_acc(matrix, test_sizes)
@@ -174,4 +174,6 @@ def run_diagnostics(steps: Sequence[dict[str, Any]], matrix: Matrix, test_sizes:
         block["task_selection_acc"] = [step["task_selection_acc"] for step in steps]
     metrics = {"task_incremental": matrix_metrics(til_matrix, test_sizes), "forward_transfer": transfer,
                "ece_last": block["ece"][-1]}
+    if "task_selection_acc" in block:
+        metrics["task_selection_acc_last"] = block["task_selection_acc"][-1]
     return block, metrics

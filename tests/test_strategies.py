@@ -15,7 +15,7 @@ from strategies.base import build_strategy
 RUNTIME = Runtime.resolve("cpu", "fp32", progress=False)
 
 
-FITS_TWO_BLOCKS = {"topk": {"k": 1}}  # hyper-parameters whose defaults need a deeper backbone than the test's
+FITS_TWO_BLOCKS = {"topk": {"k": 1}, "dualprompt": {"g_blocks": [0], "e_blocks": [1]}}  # defaults need more blocks
 TRAINING_FREE = {"simplecil"}  # no hyper-parameters and nothing trainable
 
 
