@@ -37,11 +37,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from benchmark.config import apply_preset, require
 from benchmark.streams import Task
@@ -86,6 +86,18 @@ def down_projection(record: SubspaceRecord, layer: int, covariance: torch.Tensor
     """A (rank x d): the top left singular vectors of the covariance restricted to the free subspace, / sqrt(3)."""
     U = torch.linalg.svd(record.restrict(layer, covariance.double())).U
     return (U[:, :rank].T / A_DIVISOR).float()
+
+
+def image_batches(data: Dataset, runtime) -> Iterator[torch.Tensor]:
+    """`data`'s images in order, in evaluation-sized batches: sliced when in memory, else through a loader with its
+    own generator (so that no draw from the global RNG shifts training's shuffling)."""
+    if isinstance(data, TensorDataset):
+        yield from data.tensors[0].split(runtime.eval_batch)
+        return
+    loader = DataLoader(data, batch_size=runtime.eval_batch, shuffle=False, generator=torch.Generator(),
+                        **runtime.loader_options(data, persistent=False))
+    for images, _ in loader:
+        yield images
 
 
 @register("inflora")
@@ -143,11 +155,9 @@ class InfLoRA(Strategy):
                 tokens[0] += x.shape[0]
 
         hooks = [layer.register_forward_pre_hook(partial(accumulate, i)) for i, layer in enumerate(layers)]
-        loader = DataLoader(data, batch_size=self.runtime.eval_batch, shuffle=False, generator=torch.Generator(),
-                            **self.runtime.loader_options(data, persistent=False))
         self.eval()
         try:
-            for images, _ in loader:
+            for images in image_batches(data, self.runtime):
                 with self.runtime.autocast():
                     self.backbone(images.to(self.runtime.device, non_blocking=True))
         finally:
