@@ -10,12 +10,16 @@ each target (a part of `qkv`, `proj`, `fc1` or `fc2`) gets its own pair of facto
 The wrapped layer keeps the pre-trained weight and bias tensors themselves (so cost accounting and checkpoints see
 them as the backbone's) and, in eval mode, merges the updates into one weight: inference costs what the original
 layer costs, as with peft's `merge_adapter`.
+
+Per-task adapters (selective LoRA, InfLoRA, SD-LoRA) are named `task_prefix(t) + target` in their layer, so that the
+tasks a checkpoint holds can be read from its tensor names (`stored_tasks`) and rebuilt before it loads.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Optional
+import re
+from typing import Callable, Iterable, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +50,48 @@ class LowRank(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale * F.linear(F.linear(x, self.A), self.B)
 
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """Every tensor the update depends on: when one changes, a merged weight is recomputed."""
+        return self.A, self.B
+
+
+class DecoupledLowRank(LowRank):
+    """SD-LoRA's update `m · B A / n`: a magnitude m (a scalar parameter, which several adapters may share) times
+    the product B A, divided by a frozen normaliser n.
+
+    While its task trains, n = 1 and m, A, B all train. `fix_direction()` sets n = ||B||_F ||A||_F (the reference
+    code's normaliser) and freezes A and B: from then on only the magnitude can change what the adapter adds, and the
+    direction B A / n stays bit-identical."""
+
+    def __init__(self, in_features: int, rows: tuple[int, int], rank: int, scale: float,
+                 magnitude: nn.Parameter) -> None:
+        super().__init__(in_features, rows, rank, scale)
+        self.magnitude = magnitude
+        self.register_buffer("inverse_norm", torch.ones(()))
+
+    def factor(self) -> torch.Tensor:
+        return self.scale * self.magnitude * self.inverse_norm
+
+    def delta_weight(self) -> torch.Tensor:
+        return self.factor() * (self.B @ self.A)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.factor().to(x.dtype) * F.linear(F.linear(x, self.A), self.B)
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.A, self.B, self.magnitude, self.inverse_norm
+
+    @torch.no_grad()
+    def fix_direction(self) -> None:
+        """Freeze A and B and normalise the product (an untrained B = 0 leaves a zero direction, not a NaN)."""
+        norm = torch.linalg.matrix_norm(self.B.float()) * torch.linalg.matrix_norm(self.A.float())
+        self.inverse_norm = torch.where(norm > 0, 1 / norm, torch.zeros_like(norm)).to(self.inverse_norm)
+        self.A.requires_grad_(False)
+        self.B.requires_grad_(False)
+
+    def direction(self) -> torch.Tensor:
+        return self.inverse_norm * (self.B @ self.A)
+
 
 class LoRALinear(nn.Linear):
     """A pre-trained linear layer plus low-rank updates of some of its output rows (`adapters`, by target name)."""
@@ -73,7 +119,7 @@ class LoRALinear(nn.Linear):
     def merged_weight(self) -> torch.Tensor:
         """W0 + the active updates, recomputed only when a tensor it depends on has changed (training, loading)."""
         adapters = self.active()
-        tensors = [self.weight, *(t for a in adapters for t in (a.A, a.B))]
+        tensors = [self.weight, *(t for a in adapters for t in a.tensors())]
         key = tuple(id(a) for a in adapters) + tuple(t._version for t in tensors) + tuple(id(t) for t in tensors)
         if self._merged is None or self._merged[0] != key:
             with torch.no_grad(), torch.autocast(self.weight.device.type, enabled=False):
@@ -118,3 +164,20 @@ def add_lora(blocks: Iterable[nn.Module], targets: Iterable[str], rank: int, sca
 
 def lora_layers(model: nn.Module) -> list[LoRALinear]:
     return [module for module in model.modules() if isinstance(module, LoRALinear)]
+
+
+def task_prefix(task: int) -> str:
+    """The name prefix of task `task`'s adapters in their layers."""
+    return f"t{task}_"
+
+
+def task_adapters(blocks: Iterable[nn.Module], targets: Iterable[str], task: int) -> list[LowRank]:
+    """Task `task`'s adapters of every target of every block, in (block, target) order."""
+    targets = tuple(targets)
+    return [target_layer(block, target).adapters[task_prefix(task) + target] for block in blocks for target in targets]
+
+
+def stored_tasks(state: Mapping[str, torch.Tensor]) -> int:
+    """How many tasks' adapters a (checkpoint) state holds: one more than the highest task prefix in its names."""
+    found = [int(m.group(1)) for name in state for m in [re.search(r"\.adapters\.t(\d+)_", name)] if m]
+    return max(found) + 1 if found else 0

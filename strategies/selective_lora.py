@@ -39,7 +39,7 @@ from torch import nn
 
 from benchmark.config import require
 from benchmark.streams import Task
-from strategies._lora import TARGETS, LowRank, add_lora, lora_layers, target_layer, target_rows
+from strategies._lora import TARGETS, LowRank, add_lora, lora_layers, target_layer, target_rows, task_prefix
 from strategies._loop import fit, task_cross_entropy
 from strategies._tuned import TunedBackbone, set_train_modes
 from strategies.lora import LoRAConfig
@@ -91,6 +91,9 @@ class GatedLowRank(LowRank):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.gate().to(x.dtype) * super().forward(x)
 
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.A, self.B, self.score
+
 
 def frozen_block(block: LowRank) -> LowRank:
     """A plain LoRA block holding `block`'s A and B, not trainable: what an active gated block computes (gate 1)."""
@@ -98,10 +101,6 @@ def frozen_block(block: LowRank) -> LowRank:
     plain.A = nn.Parameter(block.A.detach(), requires_grad=False)
     plain.B = nn.Parameter(block.B.detach(), requires_grad=False)
     return plain
-
-
-def task_prefix(task: int) -> str:
-    return f"t{task}_"
 
 
 @register("selective_lora")
