@@ -48,17 +48,19 @@ def _folders(folders: Folders) -> list[Path]:
 
 def load_results(folders: Folders, *, finished_only: bool = False) -> pd.DataFrame:
     """Every stored run under `folder/runs/` (or several folders, merged by run id as `python -m reports` merges
-    them) as a DataFrame, one row per run, in run-id order; `finished_only` keeps status `ok` only. A folder
-    without `runs/` is a ConfigError."""
+    them) as a DataFrame, one row per run, in run-id order; `finished_only` keeps status `ok` only. Result files that
+    do not check out are left out and named in `frame.attrs["skipped"]`. A folder without `runs/` is a ConfigError."""
     from reports.report import collect
 
     paths = _folders(folders)
     missing = [p for p in paths if not (p / "runs").is_dir()]
     if missing:
         raise ConfigError(f"{missing[0]} holds no runs/ folder; pass the --out folder of a suite")
-    rows = [result_row(r) for r in collect(paths) if not finished_only or r.get("status") == STATUS_OK]
-    frame = pd.DataFrame(rows)
-    return frame if rows else pd.DataFrame(columns=IDENTITY)
+    results, skipped = collect(paths)
+    rows = [result_row(r) for r in results if not finished_only or r.get("status") == STATUS_OK]
+    frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=IDENTITY)
+    frame.attrs["skipped"] = [s.line() for s in skipped]  # result files that do not check out, each with why
+    return frame
 
 
 def suite_config(config: Union[SuiteConfig, Mapping[str, Any], str, Path], name: str = "notebook") -> SuiteConfig:

@@ -16,7 +16,10 @@ def numbers(out) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory, tiny_backbone_params):
-    """A 2 x 2 grid (two strategies, two seeds) and its results from the default executor."""
+    """A 2 x 2 grid (two strategies, two seeds) and its results from the default executor, computing on one thread
+    as every other executor's run does here (a run's numbers may depend on its thread count in the last bits, which
+    training then amplifies: the result records `cost.threads`)."""
+    import torch
     import yaml
 
     folder = tmp_path_factory.mktemp("grid")
@@ -25,12 +28,17 @@ def grid(tmp_path_factory, tiny_backbone_params):
         "backbones": {"vit-mini": tiny_backbone_params}, "streams": {"mini-split-digits": {"n_tasks": 2}},
         "strategies": {"full_ft": {"epochs": 1}, "linear": {"epochs": 1}}, "seeds": [0, 1],
         "retention": {"eval_size": 50}, "device": "cpu"}))
-    assert suite(config, folder / "serial") == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert suite(config, folder / "serial") == 0
+    finally:
+        torch.set_num_threads(threads)
     return config, numbers(folder / "serial")
 
 
 @pytest.mark.parametrize("flags", [
-    ["--workers", "2"],
+    ["--workers", str(machine_cores())],  # one thread each
     ["--executor", "ray"],
     ["--executor", "submitit", "--submitit-cluster", "local"],
 ], ids=["local-workers", "ray", "submitit-local"])

@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
+import scipy.stats
 import pytest
 
 from benchmark.results import iter_results
@@ -248,10 +249,10 @@ def test_intervals_are_shown_where_there_are_seeds(results_dir, tmp_path):  # no
     split = next(t for t in boards(page) if len(t["rows"]) > 1)
     avg = split["headers"].index("avg_acc")
     cells = {row[0]["text"]: row[avg]["text"] for row in split["rows"]}
-    std = pd.Series([60.0, 70.0]).std()
-    assert cells["full_ft"] == f"65.00± {std:.2f}" and cells["linear"] == "65.00"  # one seed: no interval
+    half = scipy.stats.t.ppf(0.975, 1) * pd.Series([60.0, 70.0]).std() / 2 ** 0.5  # the 95% t-interval, 2 seeds
+    assert cells["full_ft"] == f"65.00[{65 - half:.2f}, {65 + half:.2f}]" and cells["linear"] == "65.00"  # 1 seed: none
 
-    results = collect([results_dir])
+    results, _ = collect([results_dir])
     table = build_leaderboard(results)
     table["avg_acc_ci_low"], table["avg_acc_ci_high"] = table["avg_acc_mean"] - 3, table["avg_acc_mean"] + 4
     out = tmp_path / "with-ci"

@@ -15,6 +15,7 @@ from benchmark.sharing import MEMO, module_fingerprint
 from conftest import builtin_strategies
 from strategies import STRATEGIES
 from strategies.base import build_strategy
+from test_strategies import FITS_TWO_BLOCKS
 from test_suite import suite
 
 TIMINGS = ("train_s", "eval_s", "wall_time_s", "peak_memory_mb", "threads")
@@ -22,9 +23,9 @@ RUNTIME = Runtime.resolve("cpu", "fp32", progress=False)
 
 
 def cheap(name: str) -> dict:
-    """One epoch where the strategy trains in epochs; a top-k that fits the two-block test backbone."""
+    """One epoch where the strategy trains in epochs; settings that fit the two-block test backbone."""
     fields = {f.name for f in dataclasses.fields(STRATEGIES.get(name).Config)}
-    return {**({"epochs": 1} if "epochs" in fields else {}), **({"k": 1} if name == "topk" else {})}
+    return {**({"epochs": 1} if "epochs" in fields else {}), **FITS_TWO_BLOCKS.get(name, {})}
 
 
 def numbers(out) -> dict:

@@ -149,10 +149,12 @@ def expected(result: dict) -> dict[str, list[tuple[int, float]]]:
     steps = len(matrix)
     series = {f"accuracy/task_{j}": [(i + 1, row[j]) for i, row in enumerate(matrix)] for j in range(steps)}
     series["retained/head"] = list(enumerate(metrics["retained_pretrain_acc"]))
-    for name in ("avg_acc", "avg_inc_acc", "acc_pooled_last", "bwt", "forgetting", "pretrain_drop"):
+    for name in ("avg_acc", "avg_inc_acc", "acc_pooled_last", "bwt", "forgetting", "pretrain_drop", "ece_last"):
         series[f"metrics/{name}"] = [(steps, metrics[name])]
+    for name, value in metrics["task_incremental"].items():  # the diagnostics' task-incremental metrics, flattened
+        series[f"metrics/task_incremental_{name}"] = [(steps, value)]
     for name in ("params_total", "params_trainable", "params_added", "flops_per_image", "wall_time_s",
-                 "peak_memory_mb"):
+                 "peak_memory_mb", "threads"):
         series[f"cost/{name}"] = [(steps, cost[name])]
     series["cost/train_s_total"] = [(steps, sum(cost["train_s"]))]
     series["cost/eval_s_total"] = [(steps, sum(cost["eval_s"]))]
