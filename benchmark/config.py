@@ -341,7 +341,29 @@ def read_yaml(path: Path, what: str, flag: str) -> Any:
 
 def load_suite(path: Path) -> SuiteConfig:
     """Read and validate a YAML suite file; the suite's name is the file's stem."""
-    return parse_suite(read_yaml(path, "config file", "--config"), path.stem)
+    return parse_suite(read_extended(path), path.stem)
+
+
+def read_extended(path: Path) -> Any:
+    """A suite file's mapping, with `extends: <file>` (a path relative to the file) resolved: the base suite's keys,
+    each key the file gives replacing the base's whole (configs/mini-seeds.yaml: mini.yaml with other seeds). A base
+    may extend another; a cycle is an error."""
+    raw = read_yaml(path, "config file", "--config")
+    seen = [path.resolve()]
+    while isinstance(raw, dict) and "extends" in raw:
+        base = raw.pop("extends")
+        if not isinstance(base, str) or not base:
+            raise ConfigError(f"extends: in {str(path)!r} must name a suite file (a path relative to it), got "
+                              f"{base!r}")
+        path = seen[-1].parent / base
+        if path.resolve() in seen:
+            raise ConfigError(f"extends: {base!r} in {str(seen[-1])!r} makes a cycle of suite files; remove one")
+        parent = read_yaml(path, "base suite file", f"`extends:` in {seen[-1].name}")
+        if not isinstance(parent, dict):
+            raise ConfigError(f"base suite file {str(path)!r} must hold a mapping; fix it or the `extends:` naming it")
+        seen.append(path.resolve())
+        raw = {**parent, **raw}
+    return raw
 
 
 def select(config: SuiteConfig, *, streams: list[str] | None = None, strategies: list[str] | None = None,

@@ -15,6 +15,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmark.sharing import computing_everything
 from strategies.base import Strategy
 
 
@@ -32,13 +33,15 @@ def parameter_counts(strategy: Strategy) -> dict[str, int]:
 @torch.no_grad()
 def flops_per_image(strategy: Strategy, image: torch.Tensor) -> int:
     """Inference FLOPs of `strategy.predict` on one image, in eval mode, in the steady state: one uncounted call
-    first, so that one-time work (merging LoRA updates into the weights) is not charged to every image."""
+    first, so that one-time work (merging LoRA updates into the weights) is not charged to every image. Nothing is
+    taken from shared passes (`benchmark.sharing`): the count is what a prediction computes."""
     strategy.eval()
     batch = image.unsqueeze(0).to(strategy.runtime.device)
-    strategy.predict(batch)
-    counter = FlopCounterMode(display=False)
-    with sdpa_kernel(SDPBackend.MATH), counter:
+    with computing_everything():
         strategy.predict(batch)
+        counter = FlopCounterMode(display=False)
+        with sdpa_kernel(SDPBackend.MATH), counter:
+            strategy.predict(batch)
     return int(counter.get_total_flops())
 
 

@@ -8,7 +8,8 @@ extras (`pip install .[ray]`, `.[slurm]`), imported only when chosen.
 Runs that execute at once divide the machine's cores: each of `--workers N` processes computes on cores / N threads,
 and a Ray task or SLURM job on the `cpus_per_run` it asked for (PyTorch would otherwise give each process all the
 cores: on 2 cores two workers were 2.2x slower than one). A worker process loads each backbone once for all the runs
-it executes, as the in-process executor does for the whole suite.
+it executes, as the in-process executor does for the whole suite, and executes whole share groups (`Job.share_group`:
+runs that compute some of the same features), so that its memo of features serves every run of a group.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Job(Protocol):
 
     spec: Any  # a RunSpec: `spec.backbone` names the backbone
     out_dir: Path
+    share_group: str  # runs of one group compute some of the same features: worker processes keep them together
 
 
 Execute = Callable[[Job, Optional[Any]], str]  # (job, backbone loaded here or None) -> final status; a top-level
@@ -73,9 +75,24 @@ def in_worker(execute: Execute, job: Job, threads: int) -> str:
     return execute(job, _BACKBONES[key])
 
 
+def in_worker_one_by_one(execute: Execute, jobs: list[Job], threads: int) -> list[str]:
+    """`in_worker` for each job in order, in one process (a share group)."""
+    return [in_worker(execute, job, threads) for job in jobs]
+
+
+def share_groups(jobs: list[Job]) -> list[list[Job]]:
+    """The jobs by `share_group`, in their order within a group; larger groups first (a longest-first schedule:
+    the last groups to start are the single runs, so the workers end close together)."""
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(job.share_group, []).append(job)
+    return sorted(groups.values(), key=len, reverse=True)
+
+
 @EXECUTORS.register("local")
 def local(jobs: list[Job], execute: Execute, backbones: dict[str, Any], config: ExecutorConfig) -> Statuses:
-    """One after another in this process (backbones loaded once), or in `workers` fresh processes."""
+    """One after another in this process (backbones loaded once), or in `workers` fresh processes, each share group
+    in one of them (its statuses come when the whole group is done)."""
     if config.workers == 1:
         for job in jobs:
             yield job, execute(job, backbones[job.spec.backbone])
@@ -83,9 +100,9 @@ def local(jobs: list[Job], execute: Execute, backbones: dict[str, Any], config: 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no state shared with this one
     threads = threads_per_worker(config.workers)
     with ProcessPoolExecutor(max_workers=config.workers, mp_context=context) as pool:
-        futures = {pool.submit(in_worker, execute, job, threads): job for job in jobs}
+        futures = {pool.submit(in_worker_one_by_one, execute, group, threads): group for group in share_groups(jobs)}
         for future in as_completed(futures):
-            yield futures[future], future.result()
+            yield from zip(futures[future], future.result())
 
 
 def _optional(module: str, extra: str) -> Any:

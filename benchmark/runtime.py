@@ -58,16 +58,18 @@ class Runtime:
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
-        """Every forward pass runs in here: autocast to the run's precision, and on a CPU the math attention kernel.
+        """Every forward pass runs in here: autocast to the run's precision, and on a CPU, for passes that will be
+        backpropagated (autograd on), the math attention kernel.
 
-        PyTorch's fused CPU attention kernel (flash attention for CPU) is slower than the plain math formulation on
-        the short sequences of small ViTs: on vit-mini's 50 tokens its backward pass was 28% of a full
-        fine-tuning step's CPU time, against a few percent through the math kernel (README, Performance). The two
-        agree to bf16 rounding; on a GPU the fused kernels stay."""
+        PyTorch's fused CPU attention kernel (flash attention for CPU) has a slow backward pass on the short sequences
+        of small ViTs: on vit-mini's 50 tokens it was 28% of a full fine-tuning step's CPU time, against a few
+        percent through the math kernel; gradient-free passes (evaluation, cached features) keep the fused kernel,
+        ~15% faster than the math one on inference (README, Performance). The two agree to bf16 rounding; on a GPU
+        the fused kernels stay throughout."""
         with contextlib.ExitStack() as stack:
             if self.amp_dtype is not None:
                 stack.enter_context(torch.autocast(device_type=self.device.type, dtype=self.amp_dtype))
-            if self.device.type == "cpu":
+            if self.device.type == "cpu" and torch.is_grad_enabled():
                 stack.enter_context(sdpa_kernel(SDPBackend.MATH))
             yield
 

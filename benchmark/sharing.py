@@ -27,10 +27,11 @@ tensors in place through PyTorch operations, never through `.data` (which bypass
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections import OrderedDict
 from itertools import chain
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 import xxhash
@@ -109,6 +110,7 @@ class FeatureMemo:
     def __init__(self, limit_bytes: int = MEMO_LIMIT_BYTES) -> None:
         self.limit_bytes = limit_bytes
         self._items: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._bytes = 0
         self.hits = self.misses = 0
 
     def get_or_compute(self, key: tuple, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -120,22 +122,46 @@ class FeatureMemo:
         value = compute()
         if value.nbytes <= self.limit_bytes:
             self._items[key] = value
-            while sum(v.nbytes for v in self._items.values()) > self.limit_bytes:
-                self._items.popitem(last=False)
+            self._bytes += value.nbytes
+            while self._bytes > self.limit_bytes:
+                self._bytes -= self._items.popitem(last=False)[1].nbytes
         return value
 
     def clear(self) -> None:
         self._items.clear()
+        self._bytes = 0
         self.hits = self.misses = 0
 
 
 MEMO = FeatureMemo()  # one per process
+_PAUSED = [0]  # > 0: inside `computing_everything`
+
+
+@contextlib.contextmanager
+def computing_everything() -> Iterator[None]:
+    """Within: every pass is computed, none taken from the memo (counting a prediction's FLOPs must see its work)."""
+    _PAUSED[0] += 1
+    try:
+        yield
+    finally:
+        _PAUSED[0] -= 1
 
 
 def memoised(network_key: str, images: object, context: tuple,
              compute: Callable[[], torch.Tensor]) -> torch.Tensor:
     """`compute()` (a network's outputs on `images`), or the stored result of the same computation. Images that are
     not a tensor in memory are computed every time."""
-    if not isinstance(images, torch.Tensor):
+    if not isinstance(images, torch.Tensor) or _PAUSED[0]:
         return compute()
     return MEMO.get_or_compute((network_key, tensor_digest(images), context), compute)
+
+
+def shared_pass(network: nn.Module, identity: str, fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
+                share: bool, context: tuple, skip: Iterable[str] = ()) -> torch.Tensor:
+    """`fn(inputs)`, a gradient-free pass through `network` (whose fingerprint with `identity` and `skip` must
+    decide it), or the stored outputs of an earlier pass of an equal network on equal inputs: the same tensor. For
+    passes inside a strategy on one batch at a time, such as prompt methods' frozen query. A pass with autograd on,
+    or with any module in train mode (dropout would draw random numbers), is always computed."""
+    if not share or torch.is_grad_enabled() or any(module.training for module in network.modules()):
+        return fn(inputs)
+    return memoised(module_fingerprint(network, identity, skip), inputs, context, lambda: fn(inputs))

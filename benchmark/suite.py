@@ -27,7 +27,7 @@ from benchmark.runner import run
 from benchmark.runtime import Runtime
 from benchmark.streams import build_stream, stream_params
 from benchmark.tracking import Tracker, TrackingPlan, plan_tracking
-from strategies.base import build_strategy, strategy_config
+from strategies.base import STRATEGIES, build_strategy, strategy_config
 
 
 @dataclass
@@ -107,6 +107,16 @@ class RunJob:
     runtime: Runtime
     keep_checkpoints: bool = False
     tracking: TrackingPlan = TrackingPlan()  # experiment-tracking sinks (benchmark/tracking/); none by default
+
+    @property
+    def share_group(self) -> str:
+        """Runs that compute some of the same features: one backbone, stream and pair of seeds, and strategies of one
+        sharing family (`Strategy.shares_with`; a strategy without one is a group of its own). Executors with worker
+        processes run a group in one process, where the memo (`benchmark.sharing`) serves all of its runs."""
+        spec = self.spec
+        family = STRATEGIES.get(spec.strategy).shares_with or spec.run_id
+        return repr((spec.backbone, sorted(spec.backbone_params.items()), spec.stream,
+                     sorted(spec.stream_params.items()), spec.order_seed, spec.training_seed, family))
 
 
 def execute(job: RunJob, backbone: Optional[Backbone] = None) -> str:

@@ -29,7 +29,10 @@ class AddedToOutput(nn.Module):
     module's output. Attached with a forward hook; `bypass` turns it off (the block computes what it did before)."""
 
     target: str  # path of the module inside a timm ViT block
-    bypass: bool = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bypass = False  # an instance setting from the start, so that fingerprints see it (benchmark.sharing)
 
     def attach(self, block: nn.Module) -> None:
         block.get_submodule(self.target).register_forward_hook(self.add_to_output)

@@ -18,7 +18,9 @@ positions included) FlopCounterMode counts under the math kernel.
 
 The query of all three methods is the [CLS] pre-logit feature of a second, prompt-free pass through the frozen
 backbone (`PromptedViT.query`); for training data without random augmentation it is computed once per task
-(`query_training_data`, through `strategies._loop.frozen_prefix_data`), not every epoch.
+(`query_training_data`, through `strategies._loop.frozen_prefix_data`), not every epoch, and every query pass is
+shared with earlier passes of the same backbone on the same batch (`benchmark.sharing.shared_pass`), so an
+evaluation's logits, retention features and task selection run it once, later evaluations not at all.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from torch.utils.data import Dataset
 from benchmark.config import apply_preset, require
 from benchmark.errors import ConfigError
 from benchmark.runtime import Runtime
+from benchmark.sharing import shared_pass
 from benchmark.streams import Task
 from strategies._loop import TrainConfig, frozen_prefix_data
 
@@ -48,11 +51,12 @@ class PromptedViT:
     """A frozen timm VisionTransformer run with prompt tokens and prefix keys/values (held by reference: the strategy
     owns the backbone)."""
 
-    def __init__(self, model: nn.Module, prefix_blocks: Sequence[int] = ()) -> None:
+    def __init__(self, model: nn.Module, prefix_blocks: Sequence[int] = (), runtime: Optional[Runtime] = None) -> None:
         for name in ("patch_embed", "_pos_embed", "blocks", "norm", "forward_head"):
             if not hasattr(model, name):
                 raise ConfigError(f"prompts need a timm VisionTransformer backbone (it has no `{name}`)")
         self.model = model
+        self.runtime = runtime  # given: queries are shared between equal passes (benchmark.sharing.shared_pass)
         self._active: Mapping[int, Prefix] = {}
         for index in prefix_blocks:
             attention = model.blocks[index].attn
@@ -66,8 +70,16 @@ class PromptedViT:
 
     @torch.no_grad()
     def query(self, images: torch.Tensor) -> torch.Tensor:
-        """The prompt-free, gradient-free pre-logit feature ([CLS] after the final norm for ViT-B/16 and vit-mini)."""
-        return self.model(images)
+        """The prompt-free, gradient-free pre-logit feature ([CLS] after the final norm for ViT-B/16 and vit-mini).
+
+        It depends on the frozen backbone and the images alone, so with a runtime it is shared between every pass on
+        the same batch (the logits, retention features and task selection of one evaluation, later evaluations, the
+        other prompt methods' runs in this process): the prompt-free pass equals the unmodified backbone's, and the
+        backbone's fingerprint decides it."""
+        if self.runtime is None:
+            return self.model(images)
+        return shared_pass(self.model, "prompt-free pre-logits", self.model, images, self.runtime.share,
+                           self.runtime.context)
 
     def tokens(self, images: torch.Tensor, prompts: Optional[torch.Tensor] = None,
                prefixes: Mapping[int, Prefix] = {}) -> torch.Tensor:

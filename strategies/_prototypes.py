@@ -8,7 +8,7 @@ appears in one task and its row is exactly that task's mean, as in the reference
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -24,11 +24,11 @@ def cosine_logits(features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return F.linear(F.normalize(features, dim=1), F.normalize(weight, dim=1))
 
 
-def task_features(transform: Callable[[torch.Tensor], torch.Tensor], data: Dataset,
-                  runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+def task_features(transform: Callable[[torch.Tensor], torch.Tensor], data: Dataset, runtime: Runtime,
+                  key: Optional[str] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(transform(image), label) of every item of `data` as two tensors on the strategy's device, computed once
-    without autograd through the shared `precompute`."""
-    computed = precompute(transform, data, runtime)
+    without autograd through the shared `precompute` (with a frozen `transform`'s `key`: shared across runs)."""
+    computed = precompute(transform, data, runtime, key)
     if computed is None:
         raise RuntimeError("a task's features do not fit in memory (benchmark.evaluation.IN_MEMORY_LIMIT_BYTES); "
                            "use a smaller task or raise the limit")

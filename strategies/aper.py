@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from benchmark.config import apply_preset
+from benchmark.sharing import shared_pass
 from benchmark.streams import Task
 from strategies._first_session import FirstSessionAdapters, FirstSessionConfig, adapt_first_session
 from strategies._prototypes import ClassPrototypes, task_features
@@ -56,6 +57,8 @@ class APERConfig(FirstSessionConfig):
 @register("aper")
 class APER(Strategy):
     Config = APERConfig
+    feature_free = ("prototypes",)
+    shares_with = "first-session adapters"  # RanPAC's phase 1 adapts the same way (equal adapters: equal features)
 
     def __init__(self, backbone: nn.Module, config: APERConfig, runtime) -> None:
         super().__init__(backbone, config, runtime)
@@ -71,10 +74,19 @@ class APER(Strategy):
         self.prototypes.add(features, labels, task.num_outputs)
 
     def concatenated_features(self, x: torch.Tensor) -> torch.Tensor:
-        """[frozen backbone's features, adapted backbone's features]: two forward passes."""
+        """[frozen backbone's features, adapted backbone's features]: two forward passes, shared with earlier
+        passes on the same batch while the adapters stay as they are (after the first task: for good)."""
+        return shared_pass(self, "[frozen, adapted] features", self._concatenate, x, self.runtime.share,
+                           self.runtime.context, skip=self.feature_free)
+
+    def _concatenate(self, x: torch.Tensor) -> torch.Tensor:
         with self.adapters.bypassed():
             frozen = self.backbone(x)
         return torch.cat([frozen, self.backbone(x)], dim=1)
 
     def predict(self, x: torch.Tensor, task_id: Optional[int] = None) -> torch.Tensor:
         return self.prototypes(self.concatenated_features(x))
+
+    def feature_identity(self) -> str:
+        """The adapted backbone's features, a function of the modules alone (backbone and adapters)."""
+        return ""

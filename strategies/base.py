@@ -9,6 +9,8 @@ the strategy holds that were not in the pre-trained backbone (new heads, adapter
 Evaluations that cannot differ are shared (`benchmark.sharing`): the runner keys a strategy's features by
 `feature_key()`, a digest of its modules' tensors and settings plus `feature_identity()` (by default its class and
 configuration: a strategy whose `features` reads state other than its modules' must keep that default or say more).
+Strategies whose runs compute some of the same features on a stream (a frozen pre-trained backbone's, a frozen
+query's) name one sharing family in `shares_with`, and executors with worker processes run such runs in one process.
 
 Adding a strategy: one file, one class with a `Config` dataclass, one `@register("name")`.
 """
@@ -91,6 +93,8 @@ class Strategy(nn.Module, abc.ABC):
     def feature_key(self) -> str:
         """A digest of everything `features` depends on: equal keys, equal features (`benchmark.sharing`)."""
         return module_fingerprint(self, self.feature_identity(), self.feature_free)
+    shares_with: ClassVar[str] = ""  # a sharing family: runs of its strategies compute some of the same features
+
     selects_task: ClassVar[bool] = False  # True: `selected_task(x)` names the task-specific part each image uses
 
     def selected_task(self, x: torch.Tensor) -> torch.Tensor:

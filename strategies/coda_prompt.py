@@ -98,13 +98,14 @@ def component_weights(query: torch.Tensor, keys: torch.Tensor, attention: torch.
 @register("coda_prompt")
 class CODAPrompt(Strategy):
     Config = CODAPromptConfig
+    shares_with = "prompt query"  # the frozen backbone's prompt-free query (PromptedViT.query)
     selects_task = True
 
     def __init__(self, backbone: nn.Module, config: CODAPromptConfig, runtime) -> None:
         super().__init__(backbone, config, runtime)
         self.backbone.requires_grad_(False)
         self.blocks = existing_blocks(config.blocks, len(self.backbone.blocks), "strategies.coda_prompt.blocks")
-        self.prompted = PromptedViT(self.backbone, self.blocks)
+        self.prompted = PromptedViT(self.backbone, self.blocks, runtime=runtime)
         attn_dim, dim, n = self.backbone.blocks[0].attn.qkv.out_features // 3, self.feature_dim, len(self.blocks)
         device = runtime.device
         # [block, component, token, attn_dim] prompts; [block, component, dim] keys and attention vectors

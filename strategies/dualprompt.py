@@ -91,6 +91,7 @@ class DualPromptConfig(SelectingConfig):
 @register("dualprompt")
 class DualPrompt(Strategy):
     Config = DualPromptConfig
+    shares_with = "prompt query"  # the frozen backbone's prompt-free query (PromptedViT.query)
     selects_task = True
 
     def __init__(self, backbone: nn.Module, config: DualPromptConfig, runtime) -> None:
@@ -99,7 +100,7 @@ class DualPrompt(Strategy):
         depth = len(self.backbone.blocks)
         self.g_blocks = existing_blocks(config.g_blocks, depth, "strategies.dualprompt.g_blocks")
         self.e_blocks = existing_blocks(config.e_blocks, depth, "strategies.dualprompt.e_blocks")
-        self.prompted = PromptedViT(self.backbone, self.g_blocks + self.e_blocks)
+        self.prompted = PromptedViT(self.backbone, self.g_blocks + self.e_blocks, runtime=runtime)
         attn_dim = self.backbone.blocks[0].attn.qkv.out_features // 3
         device = runtime.device
         # [block, key/value, token, attn_dim] and [expert, block, key/value, token, attn_dim]

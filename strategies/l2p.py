@@ -81,12 +81,13 @@ class L2PConfig(SelectingConfig):
 @register("l2p")
 class L2P(Strategy):
     Config = L2PConfig
+    shares_with = "prompt query"  # the frozen backbone's prompt-free query (PromptedViT.query)
     selects_task = True
 
     def __init__(self, backbone: nn.Module, config: L2PConfig, runtime) -> None:
         super().__init__(backbone, config, runtime)
         self.backbone.requires_grad_(False)
-        self.prompted = PromptedViT(self.backbone)
+        self.prompted = PromptedViT(self.backbone, runtime=runtime)
         dim = self.feature_dim
         self.prompts = uniform(config.pool_size, config.prompt_length, dim, device=runtime.device)
         self.keys = uniform(config.pool_size, dim, device=runtime.device)

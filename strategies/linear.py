@@ -23,6 +23,7 @@ class LinearConfig(TrainConfig):
 @register("linear")
 class LinearProbe(TunedBackbone):
     Config = LinearConfig
+    shares_with = "frozen backbone"  # its features are the pre-trained backbone's, as SimpleCIL's
 
     def __init__(self, backbone, config: LinearConfig, runtime) -> None:
         super().__init__(backbone, config, runtime)

@@ -113,6 +113,9 @@ def select_ridge(H: torch.Tensor, Y: torch.Tensor, held_out: float, criterion: s
 @register("ranpac")
 class RanPAC(Strategy):
     Config = RanPACConfig
+    classifies_features = True
+    feature_free = ("projection", "gram", "targets", "readout", "ridges")  # the head's state
+    shares_with = "first-session adapters"
 
     def __init__(self, backbone: nn.Module, config: RanPACConfig, runtime) -> None:
         super().__init__(backbone, config, runtime)
@@ -134,7 +137,7 @@ class RanPAC(Strategy):
         if task.index == 0 and self.config.projection_dim:
             self.projection = torch.randn(self.feature_dim, self.config.projection_dim).to(self.runtime.device)
         self.eval()
-        features, labels = task_features(self.features, task.train_unaugmented, self.runtime)
+        features, labels = task_features(self.features, task.train_unaugmented, self.runtime, self.feature_key())
         H = self.hidden(features).to(self.gram.dtype)
         Y = F.one_hot(labels, task.num_outputs).to(self.gram.dtype)
         self.accumulate(H, Y)
@@ -169,13 +172,19 @@ class RanPAC(Strategy):
             return F.relu(features @ self.projection) if self.config.projection_dim else features
 
     def predict(self, x: torch.Tensor, task_id: Optional[int] = None) -> torch.Tensor:
+        return self.classify(self.features(x))
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
         """Logits over the classes seen (none before the first task, when the projection is not drawn yet)."""
-        features = self.features(x)
         if self.readout.shape[0] == 0:
             return features.new_zeros(features.shape[0], 0)
         h = self.hidden(features)
         with torch.autocast(h.device.type, enabled=False):
             return cosine_logits(h, self.readout) if self.config.inference == "cosine" else h @ self.readout.T
+
+    def feature_identity(self) -> str:
+        """The (adapted) backbone's features, a function of the modules alone (backbone and adapters)."""
+        return ""
 
     def report(self) -> dict[str, Any]:
         stored = (self.projection, self.gram, self.targets, self.readout)

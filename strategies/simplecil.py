@@ -35,6 +35,9 @@ class SimpleCILConfig:
 @register("simplecil")
 class SimpleCIL(Strategy):
     Config = SimpleCILConfig
+    classifies_features = True
+    feature_free = ("prototypes",)
+    shares_with = "frozen backbone"
 
     def __init__(self, backbone: nn.Module, config: SimpleCILConfig, runtime) -> None:
         super().__init__(backbone, config, runtime)
@@ -43,8 +46,16 @@ class SimpleCIL(Strategy):
 
     def train_task(self, task: Task) -> None:
         self.eval()
-        features, labels = task_features(self.features, task.train_unaugmented, self.runtime)
+        features, labels = task_features(self.features, task.train_unaugmented, self.runtime, self.feature_key())
         self.prototypes.add(features, labels, task.num_outputs)
 
     def predict(self, x: torch.Tensor, task_id: Optional[int] = None) -> torch.Tensor:
-        return self.prototypes(self.features(x))
+        return self.classify(self.features(x))
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.prototypes(features)
+
+    def feature_identity(self) -> str:
+        """The frozen backbone's features, a function of its modules alone: shared with every strategy whose
+        features are the same frozen network's (the linear probe's, a fine-tuning run's before training)."""
+        return ""

@@ -1,6 +1,9 @@
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+import yaml
 
 from benchmark.config import load_suite, make_config, require, select
 from benchmark.errors import ConfigError
@@ -78,3 +81,35 @@ def test_select_keeps_configured_params_and_adds_defaults(tmp_path):
     chosen = select(suite, strategies=["linear", "full_ft"], seeds=[0, 1])
     assert [(c.name, dict(c.params)) for c in chosen.strategies] == [("linear", {}), ("full_ft", {"epochs": 2})]
     assert chosen.seeds == (0, 1)
+
+
+def test_extends_takes_the_base_suite_and_replaces_whole_keys(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({
+        "backbones": {"vit-mini": {}}, "streams": {"mini-split-digits": {"n_tasks": 5}},
+        "strategies": {"linear": {"epochs": 3}, "lora": {"rank": 8}}, "seeds": [1993], "precision": "bf16"}))
+    (tmp_path / "more.yaml").write_text(yaml.safe_dump({"extends": "base.yaml", "seeds": [1, 2, 3],
+                                                        "strategies": {"linear": {"epochs": 1}}}))
+    config = load_suite(tmp_path / "more.yaml")
+    assert config.seeds == (1, 2, 3) and config.precision == "bf16" and config.name == "more"
+    assert [(c.name, c.params) for c in config.strategies] == [("linear", {"epochs": 1})]  # a whole key replaced
+    assert [c.name for c in config.streams] == ["mini-split-digits"]
+
+
+def test_the_seeds_suite_is_the_default_suite_with_three_seeds():
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    default, seeds = load_suite(configs / "mini.yaml"), load_suite(configs / "mini-seeds.yaml")
+    assert seeds.seeds == (1993, 1994, 1995)
+    assert dataclasses.replace(seeds, name=default.name, seeds=default.seeds) == default
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"a.yaml": {"extends": "missing.yaml"}}, "base suite file .*missing.yaml.* not found"),
+    ({"a.yaml": {"extends": "b.yaml"}, "b.yaml": {"extends": "a.yaml"}}, "makes a cycle"),
+    ({"a.yaml": {"extends": 3}}, "must name a suite file"),
+    ({"a.yaml": {"extends": "b.yaml"}, "b.yaml": ["not", "a", "mapping"]}, "must hold a mapping"),
+])
+def test_a_bad_extends_is_a_config_error(tmp_path, files, message):
+    for name, content in files.items():
+        (tmp_path / name).write_text(yaml.safe_dump(content))
+    with pytest.raises(ConfigError, match=message):
+        load_suite(tmp_path / "a.yaml")
