@@ -27,6 +27,7 @@ from benchmark.metrics import matrix_metrics, summarize
 from benchmark.results import STATUS_OK, SCHEMA_VERSION, RunSpec
 from benchmark.retention import build_retention
 from benchmark.runtime import Runtime
+from benchmark.sharing import MEMO
 from benchmark.streams import Stream, build_stream, joint_task
 from strategies.base import build_strategy
 
@@ -35,6 +36,13 @@ from strategies.base import build_strategy
 def _shared_stream(name: str, seed: int, image_spec: Any, params: str, runtime: Runtime) -> tuple[Stream, TestSets]:
     stream = build_stream(name, seed, image_spec=image_spec, **json.loads(params))
     return stream, TestSets.of([task.test for task in stream.tasks], runtime)
+
+
+def forget_shared() -> None:
+    """Forget what this process shares between runs (streams and test sets, features): the next run starts cold, as
+    in a fresh process (a benchmark's timed repeats)."""
+    _shared_stream.cache_clear()
+    MEMO.clear()
 
 
 def stream_and_tests(spec: RunSpec, backbone: Backbone, runtime: Runtime) -> tuple[Stream, TestSets]:

@@ -1,14 +1,15 @@
 """Throughput of one job done three ways, and of a grid done two ways; how close the suite gets to the hardware.
 
     python benchmarks/throughput.py [--strategy full_ft] [--stream mini-split-digits] [--config configs/mini.yaml]
-                                    [--repeats 3] [--device auto] [--precision auto] [--json]
+                                    [--repeats 3] [--threads N] [--device auto] [--precision auto] [--json]
     python benchmarks/throughput.py --grid [--grid-strategies full_ft linear lora topk] [--seeds 1993 0]
-                                    [--workers 2] [--repeats 2] [--json]
+                                    [--workers 2 [1 ...]] [--repeats 2] [--json]
 
-Grid mode: the suite (`benchmark.suite.run_suite`, as `make run` runs it: `--workers` processes, sharing on) on a
-grid of strategies x the config's streams x seeds, against the same runs done one after another by the bare loop
-(b) below, which shares nothing; the two alternate (suite, bare, suite, bare, ...) and medians are reported. Both
-score the same retention (head, `--retention-size` images) and the same T x T matrix.
+Grid mode: the suite (`benchmark.suite.run_suite`, as `make run` runs it: `--workers` processes, sharing on; with
+several worker counts, the suite at each) on a grid of strategies x the config's streams x seeds, against the same
+runs done one after another by the bare loop (b) below, which shares nothing; they alternate (suite, bare, suite,
+bare, ...) and medians are reported. Both score the same retention (head, `--retention-size` images) and the same
+T x T matrix.
 
 The job: train `strategy` through `stream` on the config's backbone, and after every task evaluate every task's
 test set (the T x T accuracy matrix) and the retained accuracy on the pre-training domain (the backbone's original
@@ -39,6 +40,7 @@ import json
 import statistics
 import sys
 import tempfile
+from functools import partial
 import time
 import warnings
 from pathlib import Path
@@ -57,9 +59,9 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 import strategies  # noqa: E402,F401  (registers the built-in strategies)
 from benchmark.backbones import Backbone, build_backbone  # noqa: E402
 from benchmark.config import SuiteConfig, load_suite, parse_retention, select  # noqa: E402
-from benchmark.evaluation import as_tensors  # noqa: E402
+from benchmark.evaluation import as_tensors, embed  # noqa: E402
 from benchmark.results import RunSpec  # noqa: E402
-from benchmark.runner import run, seed_everything  # noqa: E402
+from benchmark.runner import forget_shared, run, seed_everything  # noqa: E402
 from benchmark.runtime import Runtime  # noqa: E402
 from benchmark.streams import Stream, build_stream  # noqa: E402
 from benchmark.suite import plan_runs, run_suite  # noqa: E402
@@ -81,10 +83,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16; default: the config's")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--grid", action="store_true", help="time a grid: the suite against a share-nothing loop")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile one suite run of the job: the matrix products' share of CPU time and rate")
     parser.add_argument("--grid-strategies", nargs="+", default=["full_ft", "linear", "lora", "topk"],
                         help="grid mode: fine-tuning-family strategies of the config")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1993, 0], help="grid mode: seeds")
-    parser.add_argument("--workers", type=int, default=2, help="grid mode: the suite's worker processes")
+    parser.add_argument("--workers", type=int, nargs="+", default=[2],
+                        help="grid mode: the suite's worker processes (several: the suite timed at each, interleaved)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="single-job mode: compute on this many threads (make run's workers use 1 each); "
+                             "default: PyTorch's (the machine's cores)")
     return parser.parse_args(argv)
 
 
@@ -264,14 +272,17 @@ def timed(job: Callable[..., Any], *args: Any) -> tuple[float, Any]:
 
 # --- grid mode ------------------------------------------------------------------------------------------------------
 
-def grid_config(args: argparse.Namespace) -> SuiteConfig:
+def grid_config(args: argparse.Namespace, workers: int) -> SuiteConfig:
     config = select(load_suite(args.config), strategies=args.grid_strategies, seeds=args.seeds,
-                    executor={"workers": args.workers})
+                    executor={"workers": workers})
     retention = parse_retention({"protocols": {"head": {}}, "eval_size": args.retention_size})
     return dataclasses.replace(config, retention=retention)
 
 
 def suite_grid(config: SuiteConfig, runtime: Runtime) -> dict[str, Any]:
+    """The grid as `run_suite.py` runs it (its workers, sharing on), into a fresh folder, from a cold start: nothing
+    this process kept from an earlier repeat (features, streams) is reused."""
+    forget_shared()
     with tempfile.TemporaryDirectory() as out:
         outcome = run_suite(config, Path(out), runtime)
     return {"runs": len(outcome.ran), "failed": len(outcome.failed)}
@@ -287,28 +298,31 @@ def bare_grid(config: SuiteConfig, runtime: Runtime) -> dict[str, Any]:
 
 def grid_main(args: argparse.Namespace) -> int:
     runtime = Runtime.resolve(args.device, args.precision or load_suite(args.config).precision, progress=False)
-    config = grid_config(args)
-    jobs = {"suite": suite_grid, "bare": bare_grid}
+    configs = {f"suite, {workers} workers": grid_config(args, workers) for workers in args.workers}
+    jobs = {**{name: partial(suite_grid, config) for name, config in configs.items()},
+            "bare": partial(bare_grid, next(iter(configs.values())))}
     times: dict[str, list[float]] = {name: [] for name in jobs}
     for _ in range(args.repeats):
         for name, job in jobs.items():
             gc.collect()
             start = clock(runtime)
-            done = job(config, runtime)
+            done = job(runtime)
             times[name].append(clock(runtime) - start)
             if done["failed"]:
                 raise SystemExit(f"{name}: {done['failed']} runs failed")
     median = {name: statistics.median(values) for name, values in times.items()}
+    config = next(iter(configs.values()))
     report = {"mode": "grid", "strategies": args.grid_strategies, "streams": [s.name for s in config.streams],
               "seeds": args.seeds, "runs": len(plan_runs(config, runtime)), "workers": args.workers,
               "device": runtime.device.type, "precision": "bf16" if runtime.amp_dtype else "fp32",
               "repeats": args.repeats, "seconds": {k: round(v, 2) for k, v in median.items()},
               "all_seconds": {k: [round(v, 2) for v in values] for k, values in times.items()},
-              "bare_over_suite": median["bare"] / median["suite"]}
+              "bare_over_suite": {name: median["bare"] / median[name] for name in configs}}
     print(f"grid of {report['runs']} runs ({', '.join(args.grid_strategies)} x {', '.join(report['streams'])} x seeds "
           f"{args.seeds}), {report['device']} {report['precision']}, median of {args.repeats}")
-    print(f"suite ({args.workers} workers, sharing): {median['suite']:.1f} s   bare loop, one run after another: "
-          f"{median['bare']:.1f} s   bare / suite: {report['bare_over_suite']:.2f}")
+    for name in configs:
+        print(f"{name} (sharing): {median[name]:.1f} s   bare / suite: {report['bare_over_suite'][name]:.2f}")
+    print(f"bare loop, one run after another, nothing shared: {median['bare']:.1f} s")
     if args.json:
         print(json.dumps(report))
     return 0
@@ -318,6 +332,10 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.grid:
         return grid_main(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.profile:
+        return profile_main(args)
     runtime = Runtime.resolve(args.device, args.precision or load_suite(args.config).precision, progress=False)
     spec = job_spec(args, runtime)
     backbone = build_backbone(spec.backbone, **spec.backbone_params)
@@ -335,6 +353,60 @@ def main(argv: list[str]) -> int:
             train_s[name].append(output["train_s"])
     report = summarise(spec, runtime, times, train_s, flops, rate, train_images(spec, backbone))
     print_table(report)
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def profile_main(args: argparse.Namespace) -> int:
+    """Where the job's CPU time goes, in its two kinds of work (torch.profiler, after an unprofiled warm-up): the
+    suite's training of the first task, and an evaluation pass (the strategy's features of `--retention-size`
+    pre-training images, as retention scores them after every task). For each: the matrix products' share of self
+    CPU time, the FLOP rate they reach (the profiler's FLOP counts) against the measured matmul rate, and the floor:
+    the time if everything but the matrix products took none and they ran at the measured rate."""
+    runtime = Runtime.resolve(args.device, args.precision or load_suite(args.config).precision, progress=False)
+    spec = job_spec(args, runtime)
+    backbone = build_backbone(spec.backbone, **spec.backbone_params)
+    stream = build_stream(spec.stream, spec.seed, image_spec=backbone.image_spec, **spec.stream_params)
+    images = backbone.pretrain_data("test", args.retention_size, 0).images
+    rate = matmul_rate(runtime)
+
+    def phases(strategy: Strategy) -> dict[str, Callable[[], Any]]:
+        return {"training (task 0)": lambda: strategy.train_task(stream.tasks[0]),
+                "evaluation pass": lambda: embed(strategy.features, images, runtime)}
+
+    seed_everything(spec.seed)
+    for work in phases(build_strategy(spec.strategy, spec.strategy_params, copy.deepcopy(backbone.model),
+                                      runtime)).values():
+        work()  # warm-up
+    seed_everything(spec.seed)
+    strategy = build_strategy(spec.strategy, spec.strategy_params, copy.deepcopy(backbone.model), runtime)
+    report: dict[str, Any] = {"mode": "profile", "strategy": spec.strategy, "stream": spec.stream,
+                              "threads": torch.get_num_threads(), "precision": "bf16" if runtime.amp_dtype else "fp32",
+                              "peak_matmul_flops_per_s": rate, "phases": {}}
+    for name, work in phases(strategy).items():
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True) as profiler:
+            seconds, _ = timed(lambda *_: work(), None, runtime)
+        events = profiler.key_averages()
+        total_us = sum(event.self_cpu_time_total for event in events)
+        products = [event for event in events if event.key in MATMULS]
+        product_us = sum(event.self_cpu_time_total for event in products)
+        product_flops = sum(event.flops for event in products)
+        report["phases"][name] = {
+            "profiled_seconds": round(seconds, 2), "matmul_share": product_us / total_us,
+            "matmul_flops_per_s": product_flops / (product_us * 1e-6), "floor_seconds": product_flops / rate,
+            "top": [(event.key, round(event.self_cpu_time_total / total_us, 4))
+                    for event in sorted(events, key=lambda e: -e.self_cpu_time_total)[:8]]}
+    print(f"{spec.strategy} on {spec.stream}, {report['precision']}, {report['threads']} threads, measured matmul "
+          f"rate {rate / 1e9:.0f} GFLOP/s")
+    for name, phase in report["phases"].items():
+        print(f"{name}: profiled {phase['profiled_seconds']:.1f} s; matrix products {100 * phase['matmul_share']:.0f}% "
+              f"of CPU time at {phase['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s; floor {phase['floor_seconds']:.1f} s")
+        for key, share in phase["top"]:
+            print(f"  {key:<60}{100 * share:6.1f}%")
     if args.json:
         print(json.dumps(report))
     return 0

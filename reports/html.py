@@ -71,7 +71,7 @@ def columns(table_: pd.DataFrame) -> list[Column]:
         Column("flops_per_image", "GFLOPs/img", "inference GFLOPs per image", "low", "gflops"),
         Column("wall_time_s", "time s", "wall time per run (seconds, mean over seeds)", "low", "seconds"),
         Column("n_seeds", "seeds", "seeds averaged", None, "int"),
-        Column("p_vs_best_holm", "p vs best", "Holm-corrected paired t-test against the stream's best mean avg_acc "
+        Column("p_vs_best_holm", "p vs best", "Holm-corrected paired t-test against the stream's best continual mean avg_acc "
                "over shared seeds (README, Comparing strategies across seeds)", None, "p"),
         Column("indistinguishable_from_best", "≈ best", "not distinguishable from the best at the chosen level", None,
                "flag"),
@@ -169,13 +169,13 @@ def _runs_section(results: list[dict[str, Any]], pages: dict[str, str]) -> str:
 
 def render_html(results: list[dict[str, Any]], table_: pd.DataFrame, plots: dict[Group, dict[str, Path]],
                 out_dir: Path, sources: list[Path]) -> Path:
-    from reports.leaderboard import config_id
+    from reports.leaderboard import config_id, strategy_label
 
     pages = write_run_pages(results, out_dir, sources)
     runs: dict[tuple, list[dict]] = {}
     for r in results:
         if r.get("status") == STATUS_OK:
-            runs.setdefault((r["stream"], r["strategy"], r["backbone"], config_id(r)), []).append(r)
+            runs.setdefault((r["stream"], strategy_label(r), r["backbone"], config_id(r)), []).append(r)
     finished = sum(r.get("status") == STATUS_OK for r in results)
     streams = list(dict.fromkeys(table_["stream"])) if len(table_) else []
     toc = " · ".join(f'<a href="#{e(s)}">{e(s)}</a>' for s in streams)

@@ -79,7 +79,8 @@ def columns(metrics: list[str]) -> list[str]:
 def build_leaderboard(results: Iterable[dict[str, Any]],
                       comparison: ComparisonConfig = ComparisonConfig()) -> pd.DataFrame:
     """Mean, std and 95% t-interval (over seeds) of each metric; std and interval are empty with one seed. Then each
-    row's paired comparison with its stream's reference on avg_acc. Sorted by stream, then avg_acc.
+    continual row's paired comparison with its stream's reference on avg_acc (joint upper bounds are neither the
+    reference nor compared: they are not continual learners). Sorted by stream, then avg_acc.
     Retention columns come per protocol, in the order the results first name them."""
     rows = [run_row(r) for r in results if r.get("status") == STATUS_OK]
     if not rows:
@@ -92,7 +93,8 @@ def build_leaderboard(results: Iterable[dict[str, Any]],
     table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
     table = table.join(grouped[COSTS].mean()).join(grouped["seed"].nunique().rename("n_seeds")).reset_index()
     table = table.merge(interval_columns(frame, KEYS, metrics), on=KEYS, how="left")
-    compared = compare_to_reference(frame, ["strategy", "config_id"], ["stream", "backbone"], COMPARED,
+    continual = frame[~frame["strategy"].str.endswith(UPPER_BOUND_MARK)]  # upper bounds are not in the contest
+    compared = compare_to_reference(continual, ["strategy", "config_id"], ["stream", "backbone"], COMPARED,
                                     comparison.reference, comparison.level)
     table = table.merge(compared, on=["strategy", "config_id"] + ["stream", "backbone"], how="left")
     table[COUNTS] = table[COUNTS].round().astype("int64")
@@ -102,7 +104,10 @@ def build_leaderboard(results: Iterable[dict[str, Any]],
 
 def verdict(row: pd.Series) -> str:
     """The comparison with the stream's reference in words: `best`, `≈ best` (not distinguishable at the chosen
-    level), `< best` or `> best` (distinguishable, with its Holm-adjusted p), `–` (fewer than two paired seeds)."""
+    level), `< best` or `> best` (distinguishable, with its Holm-adjusted p), `–` (fewer than two paired seeds),
+    `upper bound` (a joint-training upper bound: not compared)."""
+    if row["strategy"].endswith(UPPER_BOUND_MARK):
+        return "upper bound"
     if pd.isna(row["indistinguishable_from_best"]):
         return "–"
     if pd.isna(row["p_vs_best"]):

@@ -1,6 +1,8 @@
 """Every executor runs the same grid to the same result files: here, in worker processes, on a local Ray instance,
 and as submitit jobs on this machine."""
 
+from pathlib import Path
+
 import pytest
 
 from benchmark.executors import machine_cores, threads_per_worker
@@ -74,3 +76,31 @@ def test_executors_do_not_import_the_suite():
 
     code = "import sys, benchmark.executors; print('benchmark.suite' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_share_groups_keep_a_family_together_and_start_with_the_largest():
+    from types import SimpleNamespace
+
+    from benchmark.executors import share_groups
+
+    jobs = [SimpleNamespace(name=n, share_group=g) for n, g in
+            [("full_ft", "a"), ("l2p", "prompts"), ("linear", "frozen"), ("dualprompt", "prompts"),
+             ("simplecil", "frozen"), ("coda_prompt", "prompts"), ("lora", "b")]]
+    assert [[j.name for j in group] for group in share_groups(jobs)] == [
+        ["l2p", "dualprompt", "coda_prompt"], ["linear", "simplecil"], ["full_ft"], ["lora"]]
+
+
+def test_runs_of_one_stream_and_seed_share_a_group_only_within_a_sharing_family(write_suite):
+    from benchmark.config import load_suite
+    from benchmark.runtime import Runtime
+    from benchmark.suite import RunJob, plan_runs
+
+    config = load_suite(write_suite({"linear": {}, "simplecil": {}, "l2p": {}, "dualprompt": {}, "full_ft": {},
+                                     "lora": {}}, seeds=[1, 2]))
+    runtime = Runtime.resolve("cpu", "fp32", progress=False)
+    groups = {}
+    for spec in plan_runs(config, runtime):
+        groups.setdefault(RunJob(spec, Path("."), runtime).share_group, set()).add((spec.strategy, spec.seed))
+    assert sorted(map(sorted, groups.values())) == sorted([
+        [("linear", 1), ("simplecil", 1)], [("linear", 2), ("simplecil", 2)], [("dualprompt", 1), ("l2p", 1)],
+        [("dualprompt", 2), ("l2p", 2)], [("full_ft", 1)], [("full_ft", 2)], [("lora", 1)], [("lora", 2)]])

@@ -26,13 +26,13 @@ from test_reports import chromium, fabricate, results_dir  # noqa: F401  (fixtur
 WIDTH = 1280
 MINI_STRATEGIES = ["full_ft", "linear", "topk", "lora", "block_expansion", "selective_lora", "slca", "lae",
                    "simplecil", "ranpac", "aper_adapter", "l2p", "dualprompt", "coda_prompt", "inflora", "sd_lora",
-                   "ease", "hide_prompt", "joint_upper_bound"]
+                   "ease", "hide_prompt", "full_ft@joint"]
 
 
 @pytest.fixture(scope="module")
 def mini_like(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """19 strategies x 2 streams x 3 seeds, head and knn retention, parameter counts up to ViT-B's: the widest
-    leaderboard the default suite makes."""
+    """19 strategies (a joint upper bound among them) x 2 streams x 3 seeds, head and knn retention, parameter
+    counts up to ViT-B's: the widest leaderboard the default suite makes."""
     out = tmp_path_factory.mktemp("mini-like")
     for stream, tasks in (("mini-split-digits", 5), ("mini-domain-digits", 4)):
         for s, strategy in enumerate(MINI_STRATEGIES):
@@ -43,7 +43,8 @@ def mini_like(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 retained = {"head": [91.6] + [91.6 - 0.1 * s * (i + 1) for i in range(tasks)],
                             "knn": [88.0] + [88.0 - 0.05 * (s + n) * (i + 1) for i in range(tasks)]}
                 fabricate(out, stream, strategy, seed, matrix, retained, params=1930 * 10 ** (s % 4) + 7 * s,
-                          task_names=[f"task{t}:{t},{t + 5}" for t in range(tasks)])
+                          task_names=[f"task{t}:{t},{t + 5}" for t in range(tasks)],
+                          joint_upper_bound=strategy.endswith("@joint"))
     return out
 
 

@@ -13,9 +13,9 @@ import torch
 from benchmark.config import ComparisonConfig
 from benchmark.diagnostics import after_task, run_diagnostics
 from benchmark.metrics import summarize
-from benchmark.results import SCHEMA_VERSION, RunSpec, result_path, write_json_atomic
+from benchmark.results import SCHEMA_VERSION, RunSpec, iter_results, result_path, write_json_atomic
 from reports.__main__ import main as reports_main
-from reports.leaderboard import build_leaderboard
+from reports.leaderboard import build_leaderboard, verdict
 from reports.plots import class_confusion, pareto_front
 from reports.report import collect
 
@@ -202,3 +202,19 @@ def test_report_renders_in_headless_chromium(results_dir, tmp_path):
     assert browser_check(out / "report.html", tmp_path / "profile") == (len(pngs), 0, 0)
     pngs[0].unlink()  # the probe does see a missing image
     assert browser_check(out / "report.html", tmp_path / "profile")[1] == 1
+
+
+def test_joint_upper_bounds_are_neither_the_reference_nor_compared(tmp_path):
+    out = tmp_path / "results"
+    for seed, (continual, other, joint) in enumerate([(60, 50, 95), (62, 49, 96), (61, 52, 94)]):
+        fabricate(out, "split", "full_ft", seed, [[continual, 0], [continual, continual]], [80, 70, 60])
+        fabricate(out, "split", "linear", seed, [[other, 0], [other, other]], [80, 80, 80])
+        fabricate(out, "split", "full_ft@joint", seed, [[joint, joint], [joint, joint]], [80, 70],
+                  joint_upper_bound=True)
+    table = build_leaderboard(iter_results(out))
+    rows = {row["strategy"]: row for _, row in table.iterrows()}
+    assert set(table["reference"].dropna()) == {"full_ft"}  # the best continual mean, not the upper bound's
+    joint = rows["full_ft@joint (joint upper bound)"]
+    assert pd.isna(joint["p_vs_best"]) and pd.isna(joint["indistinguishable_from_best"])
+    assert verdict(joint) == "upper bound" and verdict(rows["full_ft"]) == "best"
+    assert rows["linear"]["n_pairs"] == 3 and rows["linear"]["diff_vs_best"] < 0

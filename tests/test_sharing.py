@@ -11,7 +11,7 @@ import yaml
 from benchmark.evaluation import StrategyFeatures
 from benchmark.results import iter_results
 from benchmark.runtime import Runtime
-from benchmark.sharing import MEMO, module_fingerprint
+from benchmark.sharing import MEMO, computing_everything, module_fingerprint, shared_pass
 from conftest import builtin_strategies
 from strategies import STRATEGIES
 from strategies.base import build_strategy
@@ -122,3 +122,57 @@ def test_a_frozen_prefix_is_run_once_on_evaluation_images(backbone, stream):
             direct = torch.cat([strategy.features(images[:64]), strategy.features(images[64:])]).float()
         assert torch.equal(shared, direct)
     assert MEMO.hits == 1  # the second evaluation took the prefix's outputs; the trained block ran again
+
+
+def test_shared_pass_shares_only_gradient_free_eval_passes_of_an_unchanged_network():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Dropout(0.5)).eval()
+    calls = []
+
+    def forward(x):
+        calls.append(len(x))
+        return model(x)
+
+    x = torch.randn(5, 4)
+    context = RUNTIME.context
+    MEMO.clear()
+    with torch.no_grad():
+        first = shared_pass(model, "test", forward, x, True, context)
+        assert shared_pass(model, "test", forward, x.clone(), True, context) is first  # equal bytes: shared
+        assert len(calls) == 1
+        shared_pass(model, "other identity", forward, x, True, context)
+        shared_pass(model, "test", forward, x, False, context)  # sharing off
+        assert len(calls) == 3
+        model.train()  # dropout draws random numbers: never taken from the memo
+        shared_pass(model, "test", forward, x, True, context)
+        shared_pass(model, "test", forward, x, True, context)
+        assert len(calls) == 5
+        model.eval()
+        model[0].weight.add_(1.0)  # the network changed: computed again
+        changed = shared_pass(model, "test", forward, x, True, context)
+        assert len(calls) == 6 and not torch.equal(changed, first)
+    shared_pass(model, "test", forward, x, True, context)  # autograd on: computed
+    assert len(calls) == 7
+
+
+@pytest.mark.parametrize("name", ["l2p", "dualprompt", "coda_prompt"])
+def test_an_evaluation_runs_the_prompt_query_once_per_batch(name, backbone, stream):
+    """The logits, retention features and task selection of one evaluation read one query pass per batch, and a
+    later evaluation of the same images none (the prompt-free pass is the backbone's own forward)."""
+    from test_prompts import prompt_strategy
+
+    strategy = prompt_strategy(name, backbone.model)
+    strategy.train_task(stream.tasks[0])
+    strategy.runtime = strategy.prompted.runtime = dataclasses.replace(strategy.runtime, share=True)
+    queries = []
+    strategy.backbone.register_forward_hook(lambda *args: queries.append(1))
+    strategy.eval()
+    x = stream.tasks[0].train[0][0].unsqueeze(0).repeat(6, 1, 1, 1)
+    MEMO.clear()
+    with torch.no_grad():
+        logits = strategy.predict(x)
+        strategy.features(x)
+        strategy.selected_task(x)
+        assert len(queries) == 1
+        assert torch.equal(strategy.predict(x.clone()), logits) and len(queries) == 1
+        with computing_everything():
+            assert torch.equal(strategy.predict(x), logits) and len(queries) == 2  # unshared: the same logits
