@@ -112,6 +112,9 @@ def clock(runtime: Runtime) -> float:
 # --- (a) the suite -------------------------------------------------------------------------------------------------
 
 def suite_job(spec: RunSpec, runtime: Runtime, backbone: Backbone) -> dict[str, Any]:
+    """One run by the suite's runner, from a cold start: nothing an earlier repeat left in this process (shared
+    features, streams) is reused, as the bare loop and Avalanche reuse nothing."""
+    forget_shared()
     result = run(spec, runtime, backbone)
     return {**result, "train_s": sum(result["cost"]["train_s"])}
 
