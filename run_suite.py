@@ -77,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
         return print_plan(config, runtime)
     outcome = run_suite(config, out_dir, runtime, keep_checkpoints=args.keep_checkpoints)
     report = generate_report([out_dir], out_dir, config.comparison)
-    for skipped in report.skipped:
-        print(skipped.line(), file=sys.stderr)
+    for line in [s.line() for s in report.skipped] + report.notes:
+        print(line, file=sys.stderr)
     print(report.markdown.read_text())
     print(f"{len(outcome.ran)} runs done, {len(outcome.skipped)} already finished, {len(outcome.failed)} failed, "
           f"{len(outcome.diverged)} diverged")
@@ -95,6 +95,7 @@ def print_plan(config, runtime) -> int:
     runs = dry_run(config, runtime)
     print(plan_table(runs))
     print(f"{len(runs)} runs planned; config, weights and data checked (nothing trained)")
+    print(runtime.precision_line())
     return 0
 
 

@@ -218,16 +218,17 @@ class SuiteConfig:
     train_seed: Optional[int] = None  # set: every run trains with it, `seeds` vary the class order only
     retention: RetentionConfig = RetentionConfig()
     device: str = "auto"  # auto (cuda if available), cpu, cuda
-    precision: str = "auto"  # auto (bf16 autocast on cuda, fp32 on cpu), fp32, bf16
+    precision: str = "auto"  # auto (bf16 where the device computes it natively, else fp32: runtime.py), fp32, bf16
     loader_workers: int = 0  # processes decoding training images (image-file benchmarks on a GPU: ~8); 0 = in-process
     executor: ExecutorConfig = ExecutorConfig()
     comparison: ComparisonConfig = ComparisonConfig()
     tracking: tuple[Component, ...] = ()  # experiment-tracking sinks (benchmark/tracking/), none by default
     share: bool = True  # evaluations that cannot differ computed once per process (same numbers either way)
+    published: tuple[Any, ...] = ()  # published numbers shown beside the measured ones (benchmark/published.py)
 
 
 SUITE_KEYS = ("backbones", "streams", "strategies", "seeds", "class_order_seed", "train_seed", "retention", "device",
-              "precision", "loader_workers", "executor", "comparison", "tracking", "share")
+              "precision", "loader_workers", "executor", "comparison", "tracking", "share", "published")
 
 
 def _split_seeds(raw: Mapping[str, Any]) -> tuple[Optional[int], Optional[int]]:
@@ -277,11 +278,18 @@ def parse_suite(raw: Any, name: str) -> SuiteConfig:
     loader_workers = _coerce(raw.get("loader_workers", 0), int, "loader_workers")
     require(loader_workers >= 0, "loader_workers", ">= 0", loader_workers)
     class_order_seed, train_seed = _split_seeds(raw)
+    backbones = _components(raw.get("backbones"), "backbones")
+    streams = _components(raw.get("streams"), "streams")
+    strategies = _components(raw.get("strategies"), "strategies")
+    from benchmark.published import parse_published  # it builds on this module's checks
+
+    published = parse_published(raw.get("published"), {c.name for c in strategies}, {c.name for c in streams},
+                                {c.name for c in backbones})
     return SuiteConfig(
         name=name,
-        backbones=_components(raw.get("backbones"), "backbones"),
-        streams=_components(raw.get("streams"), "streams"),
-        strategies=_components(raw.get("strategies"), "strategies"),
+        backbones=backbones,
+        streams=streams,
+        strategies=strategies,
         seeds=seeds,
         class_order_seed=class_order_seed,
         train_seed=train_seed,
@@ -293,16 +301,20 @@ def parse_suite(raw: Any, name: str) -> SuiteConfig:
         comparison=make_config(ComparisonConfig, raw.get("comparison"), "comparison"),
         share=_coerce(raw.get("share", True), bool, "share"),
         tracking=_components(raw["tracking"], "tracking") if raw.get("tracking") else (),
+        published=published,
     )
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """`yaml.safe_load`, except that a key given twice in one mapping is an error (safe_load keeps the last one,
-    so a strategy listed twice would silently lose its first hyper-parameters)."""
+    so a strategy listed twice would silently lose its first hyper-parameters). Keys merged in with `<<: *anchor`
+    may be overridden: that is what merging is for (paper configs' `published:` entries share their fields)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: merged keys may be overridden
+                continue
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, typing.Hashable) and key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice",

@@ -24,6 +24,7 @@ from benchmark import costs
 from benchmark.backbones import Backbone, build_backbone
 from benchmark.config import SuiteConfig
 from benchmark.errors import DatasetMissingError
+from benchmark.recipe import input_pipeline
 from benchmark.results import RunSpec
 from benchmark.retention import build_retention
 from benchmark.runtime import Runtime
@@ -76,7 +77,8 @@ def stream_data(spec: RunSpec, backbone: Backbone) -> tuple[str, Optional[int]]:
     may_download = bool(spec.stream_params.get("download", False))
     offline = {**spec.stream_params, "download": False} if may_download else dict(spec.stream_params)
     try:
-        stream = build_stream(spec.stream, spec.order_seed, image_spec=backbone.image_spec, **offline)
+        stream = build_stream(spec.stream, spec.order_seed, **offline,
+                              image_spec=input_pipeline(spec.strategy_params).image_spec(backbone.image_spec))
     except DatasetMissingError:
         if may_download:
             return DOWNLOADS, None

@@ -24,11 +24,13 @@ from benchmark.checkpoints import Progress, resume, save_checkpoint
 from benchmark.errors import RunDiverged
 from benchmark.evaluation import StrategyFeatures, TestSets
 from benchmark.metrics import matrix_metrics, summarize
+from benchmark.recipe import input_pipeline, recipe_block
 from benchmark.results import STATUS_OK, SCHEMA_VERSION, RunSpec
 from benchmark.retention import build_retention
 from benchmark.runtime import Runtime
 from benchmark.sharing import MEMO
 from benchmark.streams import Stream, build_stream, joint_task
+from benchmark.streams.base import CLASS_INCREMENTAL
 from strategies.base import build_strategy
 
 
@@ -46,12 +48,14 @@ def forget_shared() -> None:
 
 
 def stream_and_tests(spec: RunSpec, backbone: Backbone, runtime: Runtime) -> tuple[Stream, TestSets]:
-    """The run's stream and its test sets, built once per process for all runs of the same stream and seed when
-    sharing (streams and decoded test sets are never modified)."""
+    """The run's stream (its images prepared by the run's input pipeline, benchmark/recipe.py) and its test sets, built
+    once per process for all runs of the same stream, seed and pipeline when sharing (streams and decoded test sets
+    are never modified)."""
     params = json.dumps(spec.stream_params, sort_keys=True)
+    image_spec = input_pipeline(spec.strategy_params).image_spec(backbone.image_spec)
     if runtime.share:
-        return _shared_stream(spec.stream, spec.order_seed, backbone.image_spec, params, runtime)
-    return _shared_stream.__wrapped__(spec.stream, spec.order_seed, backbone.image_spec, params, runtime)
+        return _shared_stream(spec.stream, spec.order_seed, image_spec, params, runtime)
+    return _shared_stream.__wrapped__(spec.stream, spec.order_seed, image_spec, params, runtime)
 
 
 def seed_everything(seed: int) -> None:
@@ -140,8 +144,18 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
         "retention_protocols": list(retention.scorers),
         "retention_eval": {"dataset": retention.eval_set.name, "size": len(retention.eval_set.labels)},
         "joint_upper_bound": strategy.joint,
+        "recipe": recipe_block(spec.strategy_params, spec.precision, class_order(spec, stream), strategy.recipe()),
+        "runtime": runtime.record(),
         **extra,
     }
+
+
+def class_order(spec: RunSpec, stream: Stream) -> str:
+    """How the stream ordered its classes, for the run's recipe: seeded (a permutation drawn from the result's
+    `class_order_seed`), natural (the data set's own order) or none (a domain-incremental stream)."""
+    if stream.scenario != CLASS_INCREMENTAL:
+        return "none"
+    return "natural" if spec.stream_params.get("shuffle") is False else "seeded"
 
 
 def _identity(spec: RunSpec, stream: Stream) -> dict[str, Any]:

@@ -23,6 +23,8 @@ from benchmark.executors import EXECUTORS
 from benchmark.results import (FINAL_STATUSES, SCHEMA_VERSION, STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, RunSpec,
                                previous_result, result_path, results_lock, versions, write_json_atomic)
 from benchmark.retention import build_retention, protocol_params
+from benchmark.published import write_published
+from benchmark.recipe import input_pipeline, run_precision
 from benchmark.runner import run
 from benchmark.runtime import Runtime
 from benchmark.streams import build_stream, stream_params
@@ -39,15 +41,16 @@ class SuiteOutcome:
 
 
 def plan_runs(config: SuiteConfig, runtime: Runtime) -> list[RunSpec]:
-    """Validate every component's hyper-parameters and expand the grid into run specs."""
+    """Validate every component's hyper-parameters and expand the grid into run specs (each at its strategy's
+    precision where the strategy sets one, `benchmark.recipe`, else the suite's)."""
     retention = retention_dict(config.retention, protocol_params)
     backbones = [(b.name, config_dict(backbone_params(b.name, b.params))) for b in config.backbones]
     streams = [(s.name, config_dict(stream_params(s.name, s.params))) for s in config.streams]
     strategies = [(s.name, config_dict(strategy_config(s.name, s.params))) for s in config.strategies]
-    precision = "bf16" if runtime.amp_dtype is not None else "fp32"
     return [
         RunSpec(stream, s_params, strategy, st_params, backbone, b_params, seed, retention,
-                runtime.device.type, precision, config.class_order_seed, config.train_seed)
+                runtime.device.type, run_precision(st_params, runtime.precision), config.class_order_seed,
+                config.train_seed)
         for backbone, b_params in backbones
         for stream, s_params in streams
         for strategy, st_params in strategies
@@ -72,9 +75,10 @@ def preflight(specs: list[RunSpec], runtime: Runtime) -> dict[str, Backbone]:
             built.add(key)
     checked = set()
     for spec in specs:
-        key = (spec.stream, repr(sorted(spec.stream_params.items())), spec.backbone)
+        image_spec = input_pipeline(spec.strategy_params).image_spec(backbones[spec.backbone].image_spec)
+        key = (spec.stream, repr(sorted(spec.stream_params.items())), image_spec)
         if key not in checked:
-            build_stream(spec.stream, spec.order_seed, image_spec=backbones[spec.backbone].image_spec, **spec.stream_params)
+            build_stream(spec.stream, spec.order_seed, image_spec=image_spec, **spec.stream_params)
             checked.add(key)
     return backbones
 
@@ -157,6 +161,7 @@ def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpo
     backbones = preflight(specs, runtime)
     outcome = SuiteOutcome()
     with results_lock(out_dir):
+        write_published(out_dir, config.published)
         todo = []
         for spec in specs:
             result, distrusted = previous_result(out_dir, spec)
@@ -166,7 +171,8 @@ def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpo
             if distrusted:
                 notify(f"rerunning {spec.run_id}: {distrusted}")
             discard_foreign_checkpoint(result_path(out_dir, spec.run_id).with_name(CHECKPOINT_FILE), spec, notify)
-            todo.append(RunJob(spec, out_dir, runtime, keep_checkpoints, tracking))
+            todo.append(RunJob(spec, out_dir, runtime.with_precision(spec.precision), keep_checkpoints, tracking))
+        notify(runtime.precision_line())  # once, as training starts (a strategy's recipe may fix its own)
         statuses = executor(todo, execute, backbones, config.executor)
         for job, status in runtime.bar(statuses, desc="runs", total=len(todo), leave=True):
             {STATUS_OK: outcome.ran, STATUS_DIVERGED: outcome.diverged}.get(status, outcome.failed).append(

@@ -4,6 +4,10 @@
                                     [--repeats 3] [--threads N] [--device auto] [--precision auto] [--json]
     python benchmarks/throughput.py --grid [--grid-strategies full_ft linear lora topk] [--seeds 1993 0]
                                     [--workers 2 [1 ...]] [--repeats 2] [--json]
+    python benchmarks/throughput.py --precision-check [--threads N] [--json]
+
+Precision check: what `precision: auto` chooses on this machine (bf16 only where the CPU computes it natively) and
+why, beside the measured fp32 and bf16 matrix-product rates.
 
 Grid mode: the suite (`benchmark.suite.run_suite`, as `make run` runs it: `--workers` processes, sharing on; with
 several worker counts, the suite at each) on a grid of strategies x the config's streams x seeds, against the same
@@ -27,7 +31,7 @@ Also reported: training images per second of the suite, and its FLOP utilisation
 executes (counted with torch's FlopCounterMode over an extra, untimed training of the first task, so a cached
 frozen prefix counts once, as it runs; scaled to the stream by image count) divided by (training seconds x this
 device's matmul rate, measured here on square products in the run's precision). Precision defaults to the
-config's (configs/mini.yaml: bf16). Timings are never asserted by tests; they belong here and in the README.
+config's (configs/mini.yaml: auto, bf16 where the CPU computes it natively). Timings are never asserted by tests; they belong here and in the README.
 """
 
 from __future__ import annotations
@@ -83,6 +87,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16; default: the config's")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--grid", action="store_true", help="time a grid: the suite against a share-nothing loop")
+    parser.add_argument("--precision-check", action="store_true",
+                        help="what `precision: auto` picks on this machine and why, with the fp32 and bf16 matmul rates")
     parser.add_argument("--profile", action="store_true",
                         help="profile one suite run of the job: the matrix products' share of CPU time and rate")
     parser.add_argument("--grid-strategies", nargs="+", default=["full_ft", "linear", "lora", "topk"],
@@ -248,6 +254,27 @@ def matmul_rate(runtime: Runtime, repeats: int = 10) -> float:
     return max(rates)
 
 
+def precision_rates(runtime: Runtime) -> dict[str, float]:
+    """The device's fp32 and bf16 matmul rates (FLOP/s): on a CPU without native bf16 the second is a fraction of the
+    first, which is why `precision: auto` chooses fp32 there (benchmark/runtime.py)."""
+    return {precision: matmul_rate(runtime.with_precision(precision)) for precision in ("fp32", "bf16")}
+
+
+def precision_main(args: argparse.Namespace) -> int:
+    """`--precision-check`: what `precision: auto` chooses on this machine and why, beside the measured rates."""
+    runtime = Runtime.resolve(args.device, "auto", progress=False)
+    rates = precision_rates(runtime)
+    report = {"mode": "precision", "device": runtime.device.type, "threads": torch.get_num_threads(),
+              "auto": runtime.precision, "reason": runtime.precision_reason, "cpu": runtime.cpu_capability,
+              "matmul_flops_per_s": rates, "bf16_over_fp32": rates["bf16"] / rates["fp32"]}
+    print(f"precision: auto -> {report['auto']} ({report['reason']}; CPU {report['cpu']})")
+    print(f"matmul, {report['threads']} threads: fp32 {rates['fp32'] / 1e9:.0f} GFLOP/s, bf16 "
+          f"{rates['bf16'] / 1e9:.0f} GFLOP/s (bf16 / fp32 {report['bf16_over_fp32']:.2f})")
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
 def training_flops(spec: RunSpec, runtime: Runtime, backbone: Backbone) -> int:
     """FLOPs the suite's training of the whole stream executes: counted over an untimed training of the first task,
     scaled by the stream's training images over the first task's (every image costs the same; the growing head's
@@ -333,10 +360,12 @@ def grid_main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    if args.grid:
-        return grid_main(args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.precision_check:
+        return precision_main(args)
+    if args.grid:
+        return grid_main(args)
     if args.profile:
         return profile_main(args)
     runtime = Runtime.resolve(args.device, args.precision or load_suite(args.config).precision, progress=False)

@@ -38,6 +38,8 @@ def main(argv: list[str]) -> int:
     report = generate_report(args.results_dirs, out_dir, comparison)
     for skipped in report.skipped:  # unreadable, truncated or older-schema result files
         print(skipped.line(), file=sys.stderr)
+    for note in report.notes:
+        print(note, file=sys.stderr)
     print(report.markdown.read_text())
     print(f"leaderboard: {report.leaderboard}\nreport: {report.html}")
     return EXIT_OK

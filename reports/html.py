@@ -18,6 +18,7 @@ import pandas as pd
 
 from benchmark.results import STATUS_OK
 from reports.leaderboard import retention_columns
+from reports.published import published_metrics
 from reports.page import e, page, table
 from reports.plots import Group
 from reports.run_pages import write_run_pages
@@ -137,6 +138,29 @@ def leaderboard_table(rows: pd.DataFrame, runs: dict[tuple, list[dict]], pages: 
             "</table>")
 
 
+def published_table(rows: pd.DataFrame) -> str:
+    """The stream's rows that have published numbers: published and measured side by side, the difference, whether
+    the run's recipe is the published one's, and the number's source."""
+    metrics = published_metrics(rows)
+    lines = []
+    for _, row in rows.iterrows():
+        for metric in metrics:
+            published = row[f"published_{metric}"]
+            if pd.isna(published):
+                continue
+            measured = row[f"{metric}_mean"]
+            lines.append([e(row["strategy"]), e(row["backbone"]), f"{e(metric)} <small>({e(row[f'paper_name_{metric}'])})"
+                          "</small>", f"{published:.2f}", "–" if pd.isna(measured) else
+                          f"{measured:.2f}{_interval(row, metric)}", "–" if pd.isna(measured) else
+                          f"{measured - published:+.2f}", e(row["published_recipe"]),
+                          f'{e(row["published_split"])}; {e(row["published_seeds"])}', e(row["published_source"])])
+    if not lines:
+        return ""
+    return "<h3>Published numbers</h3>" + table(
+        ["strategy", "backbone", "metric (paper's name)", "published", "measured", "Δ", "recipe", "split; seeds",
+         "source"], lines, "Measured: mean over seeds [95% interval]. Δ = measured − published.")
+
+
 def _plots(stream: str, plots: dict[Group, dict[str, Path]], out_dir: Path) -> str:
     parts = []
     for (group_stream, backbone), named in plots.items():
@@ -180,7 +204,7 @@ def render_html(results: list[dict[str, Any]], table_: pd.DataFrame, plots: dict
     streams = list(dict.fromkeys(table_["stream"])) if len(table_) else []
     toc = " · ".join(f'<a href="#{e(s)}">{e(s)}</a>' for s in streams)
     sections = [f'<h2 id="{e(s)}">{e(s)}</h2>' + leaderboard_table(table_[table_["stream"] == s], runs, pages)
-                + _plots(s, plots, out_dir) for s in streams]
+                + published_table(table_[table_["stream"] == s]) + _plots(s, plots, out_dir) for s in streams]
     body = f"""<h1>Continual-learning benchmark report</h1>
 <p>{finished} finished and {len(results) - finished} failed or diverged runs from {", ".join(e(s) for s in sources)}.
 Accuracies in %, mean over seeds, under it the interval over seeds where there are several; best value of each

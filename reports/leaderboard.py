@@ -14,7 +14,9 @@ import pandas as pd
 
 from benchmark.config import ComparisonConfig
 from benchmark.metrics import pretrain_drop, retention_curves
+from benchmark.published import PublishedNumber
 from benchmark.results import STATUS_OK, RunSpec
+from reports.published import published_columns, published_metrics, recipe_text
 from reports.statistics import COMPARISON_COLUMNS, compare_to_reference, interval_columns
 
 KEYS = ["stream", "strategy", "backbone", "config_id"]
@@ -62,7 +64,7 @@ def run_row(result: dict[str, Any]) -> dict[str, Any]:
         **{name: metrics.get(name) for name in MATRIX_METRICS},
         "til_avg_acc": metrics.get("task_incremental", {}).get("avg_acc"),
         "forward_transfer": metrics.get("forward_transfer"), "ece_last": metrics.get("ece_last"), **retention,
-        **{name: cost[name] for name in COSTS},
+        **{name: cost[name] for name in COSTS}, "recipe": recipe_text(result.get("recipe", {})),
     }
 
 
@@ -73,16 +75,19 @@ def retention_columns(table: pd.DataFrame) -> list[str]:
 
 
 def columns(metrics: list[str]) -> list[str]:
-    return KEYS + [f"{m}_{s}" for m in metrics for s in STATS] + COSTS + ["n_seeds"] + COMPARISON_COLUMNS
+    return KEYS + [f"{m}_{s}" for m in metrics for s in STATS] + COSTS + ["n_seeds", "recipe"] + COMPARISON_COLUMNS
 
 
-def build_leaderboard(results: Iterable[dict[str, Any]],
-                      comparison: ComparisonConfig = ComparisonConfig()) -> pd.DataFrame:
+def build_leaderboard(results: Iterable[dict[str, Any]], comparison: ComparisonConfig = ComparisonConfig(),
+                      published: Iterable[PublishedNumber] = ()) -> pd.DataFrame:
     """Mean, std and 95% t-interval (over seeds) of each metric; std and interval are empty with one seed. Then each
     continual row's paired comparison with its stream's reference on avg_acc (joint upper bounds are neither the
     reference nor compared: they are not continual learners). Sorted by stream, then avg_acc.
-    Retention columns come per protocol, in the order the results first name them."""
-    rows = [run_row(r) for r in results if r.get("status") == STATUS_OK]
+    Retention columns come per protocol, in the order the results first name them. Each row's recipe (the
+    `recipe` column, one line: benchmark/recipe.py) and, for rows with a `published` number, the published values,
+    differences, source and recipe check (reports/published.py)."""
+    results = [r for r in results if r.get("status") == STATUS_OK]
+    rows = [run_row(r) for r in results]
     if not rows:
         return pd.DataFrame(columns=columns(SEED_METRICS))
     frame = pd.DataFrame(rows)
@@ -91,7 +96,8 @@ def build_leaderboard(results: Iterable[dict[str, Any]],
     grouped = frame.groupby(KEYS, sort=False)
     table = grouped[metrics].agg(["mean", "std"])
     table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
-    table = table.join(grouped[COSTS].mean()).join(grouped["seed"].nunique().rename("n_seeds")).reset_index()
+    table = table.join(grouped[COSTS].mean()).join(grouped["seed"].nunique().rename("n_seeds"))
+    table = table.join(grouped["recipe"].first()).reset_index()
     table = table.merge(interval_columns(frame, KEYS, metrics), on=KEYS, how="left")
     continual = frame[~frame["strategy"].str.endswith(UPPER_BOUND_MARK)]  # upper bounds are not in the contest
     compared = compare_to_reference(continual, ["strategy", "config_id"], ["stream", "backbone"], COMPARED,
@@ -99,7 +105,9 @@ def build_leaderboard(results: Iterable[dict[str, Any]],
     table = table.merge(compared, on=["strategy", "config_id"] + ["stream", "backbone"], how="left")
     table[COUNTS] = table[COUNTS].round().astype("int64")
     table = table.sort_values(["stream", "avg_acc_mean", "strategy"], ascending=[True, False, True])
-    return table[columns(metrics)].reset_index(drop=True)
+    table = table[columns(metrics)].reset_index(drop=True)
+    recipes = {(r["stream"], strategy_label(r), r["backbone"], config_id(r)): r.get("recipe", {}) for r in results}
+    return published_columns(table, recipes, published, {strategy_label(r): r["strategy"] for r in results})
 
 
 def verdict(row: pd.Series) -> str:
@@ -126,10 +134,15 @@ def markdown(table: pd.DataFrame) -> str:
             return "–"
         return f"{mean:.2f}" if pd.isna(low) else f"{mean:.2f} [{low:.2f}, {high:.2f}]"
 
+    def published(row: pd.Series) -> str:
+        stated = [m for m in published_metrics(table) if not pd.isna(row[f"published_{m}"])]
+        return "; ".join(f"{m} {row[f'published_{m}']:.2f} (Δ {row[f'diff_{m}']:+.2f})" for m in stated) or "–"
+
     shown = ["avg_acc", "avg_inc_acc", "bwt", "forgetting", *retention_columns(table)]
     rows = [{"stream": r["stream"], "strategy": r["strategy"], "backbone": r["backbone"],
              **{m: cell(r, m) for m in shown}, "trainable params": f"{r['params_trainable']:,}",
-             "GFLOPs/image": f"{r['flops_per_image'] / 1e9:.3f}", "seeds": r["n_seeds"], "vs best": verdict(r)}
+             "GFLOPs/image": f"{r['flops_per_image'] / 1e9:.3f}", "seeds": r["n_seeds"], "vs best": verdict(r),
+             **({"published (Δ = ours - published)": published(r)} if published_metrics(table) else {})}
             for _, r in table.iterrows()]
     if not rows:
         return "(no finished runs)\n"
@@ -137,9 +150,10 @@ def markdown(table: pd.DataFrame) -> str:
 
 
 def write_leaderboards(results: list[dict[str, Any]], out_dir: Path,
-                       comparison: ComparisonConfig = ComparisonConfig()) -> pd.DataFrame:
+                       comparison: ComparisonConfig = ComparisonConfig(),
+                       published: Iterable[PublishedNumber] = ()) -> pd.DataFrame:
     """`leaderboard.csv`, one `leaderboard_<stream>.csv` per stream and `leaderboard.md` under `out_dir`."""
-    table = build_leaderboard(results, comparison)
+    table = build_leaderboard(results, comparison, published)
     out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / LEADERBOARD_FILE, index=False, float_format="%.4f")
     for stream, rows in table.groupby("stream", sort=True):

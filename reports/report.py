@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark.config import ComparisonConfig
+from benchmark.published import PublishedNumber, read_published
 from benchmark.results import STATUS_OK, Skipped, scan_results
 from reports.html import render_html
 from reports.leaderboard import LEADERBOARD_FILE, MARKDOWN_FILE, write_leaderboards
@@ -22,6 +23,7 @@ class Report:
     markdown: Path
     html: Path
     skipped: list[Skipped] = field(default_factory=list)  # result files left out (unusable), with why
+    notes: list[str] = field(default_factory=list)  # other files left out (an unreadable published.json), one line each
 
 
 def collect(result_dirs: list[Path]) -> tuple[list[dict[str, Any]], list[Skipped]]:
@@ -39,10 +41,24 @@ def collect(result_dirs: list[Path]) -> tuple[list[dict[str, Any]], list[Skipped
     return [merged[run_id] for run_id in sorted(merged)], skipped
 
 
+def collect_published(result_dirs: list[Path]) -> tuple[list[PublishedNumber], list[str]]:
+    """The published numbers the folders hold (`published.json`, written by a suite whose config states them); for a
+    (strategy, stream, backbone) named in several folders the first folder's entry is kept."""
+    entries: dict[tuple[str, str, str], PublishedNumber] = {}
+    notes = []
+    for folder in result_dirs:
+        found, problem = read_published(folder)
+        notes += [problem] if problem else []
+        for entry in found:
+            entries.setdefault(entry.row_key, entry)
+    return list(entries.values()), notes
+
+
 def generate_report(result_dirs: list[Path], out_dir: Path,
                     comparison: ComparisonConfig = ComparisonConfig()) -> Report:
     results, skipped = collect(result_dirs)
-    table = write_leaderboards(results, out_dir, comparison)
+    published, notes = collect_published(result_dirs)
+    table = write_leaderboards(results, out_dir, comparison, published)
     plots = render_plots(results, out_dir, table)
     page = render_html(results, table, plots, out_dir, result_dirs)
-    return Report(table, out_dir / LEADERBOARD_FILE, out_dir / MARKDOWN_FILE, page, skipped)
+    return Report(table, out_dir / LEADERBOARD_FILE, out_dir / MARKDOWN_FILE, page, skipped, notes)

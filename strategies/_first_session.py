@@ -22,31 +22,38 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.config import require
+from benchmark.recipe import RecipeConfig
 from benchmark.runtime import Runtime
 from benchmark.streams import Task
 from strategies._adapter import Adapter, bypassed
-from strategies._loop import TrainConfig, fit, training_data
+from strategies._loop import SCHEDULES, TrainConfig, fit, training_data
 from strategies._prototypes import cosine_logits
 from strategies._tuned import set_train_modes
 
 
 @dataclass(frozen=True)
-class FirstSessionConfig:
+class FirstSessionConfig(RecipeConfig):
     """Fields a strategy with first-session adaptation adds to its config; None: filled by the strategy's preset."""
 
     epochs: Optional[int] = None  # first-task epochs (0: no adaptation, where the strategy allows it)
     batch_size: Optional[int] = None
-    lr: Optional[float] = None  # SGD, cosine schedule to 0
+    lr: Optional[float] = None  # SGD
     weight_decay: Optional[float] = None
+    schedule: Optional[str] = None  # cosine (per step, to 0) or cosine-epochs (the references, per epoch)
     momentum: float = 0.9
     bottleneck: int = 64  # adapter width (PILOT ffn_num)
     adapter_scale: float = 0.1  # fixed output scale (PILOT ffn_adapter_scalar)
     adapter_dropout: float = 0.1  # on the bottleneck, while training
 
     def check_first_session(self, min_epochs: int) -> None:
+        """Validate the first-session fields (after the strategy's preset filled them)."""
+        if self.schedule is None:
+            object.__setattr__(self, "schedule", "cosine")
+        self.resolve_recipe()
         require(self.epochs >= min_epochs, "epochs", f">= {min_epochs}", self.epochs)
         require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
         require(self.lr > 0, "lr", "> 0", self.lr)
+        require(self.schedule in SCHEDULES, "schedule", f"one of {', '.join(SCHEDULES)}", self.schedule)
         require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
         require(0 <= self.momentum < 1, "momentum", "in [0, 1)", self.momentum)
         require(self.bottleneck >= 1, "bottleneck", ">= 1", self.bottleneck)
@@ -55,7 +62,8 @@ class FirstSessionConfig:
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, optimizer="sgd",
-                           momentum=self.momentum, weight_decay=self.weight_decay, schedule="cosine", loss="global")
+                           momentum=self.momentum, weight_decay=self.weight_decay, schedule=self.schedule,
+                           loss="global")
 
 
 class CosineHead(nn.Module):

@@ -8,16 +8,55 @@ many outputs they need (`Task.num_outputs`).
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+HeadInit = Callable[[torch.Tensor, torch.Tensor], None]  # fills new rows (weight, bias) in place
+
+
+def _trunc_normal(weight: torch.Tensor, bias: torch.Tensor) -> None:
+    nn.init.trunc_normal_(weight, std=0.02)
+    bias.zero_()
+
+
+def _linear(weight: torch.Tensor, bias: torch.Tensor) -> None:
+    bound = 1 / math.sqrt(weight.shape[1])
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+    bias.uniform_(-bound, bound)
+
+
+def _linear_zero_bias(weight: torch.Tensor, bias: torch.Tensor) -> None:
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+    bias.zero_()
+
+
+def _kaiming_uniform(weight: torch.Tensor, bias: torch.Tensor) -> None:
+    nn.init.kaiming_uniform_(weight, nonlinearity="linear")
+    bias.zero_()
+
+
+def _small_normal(weight: torch.Tensor, bias: torch.Tensor) -> None:
+    nn.init.normal_(weight, std=0.001)
+    bias.zero_()
+
+
+HEAD_INITS: dict[str, HeadInit] = {
+    "trunc_normal": _trunc_normal,  # timm's heads: weight trunc-normal(std 0.02), bias 0
+    "linear": _linear,  # nn.Linear's reset_parameters: weight and bias U(-1/sqrt(d), 1/sqrt(d))
+    "linear_zero_bias": _linear_zero_bias,  # nn.Linear's weight, bias 0
+    "kaiming_uniform": _kaiming_uniform,
+    "normal_0.001": _small_normal,  # LAE's heads: weight N(0, 0.001^2), bias 0  # PyCIL's SimpleLinear: weight U(-sqrt(3/d), sqrt(3/d)) (std 1/sqrt(d)), bias 0
+}
+
 
 class GrowingClassifier(nn.Module):
-    def __init__(self, in_features: int) -> None:
+    def __init__(self, in_features: int, init: str = "trunc_normal") -> None:
         super().__init__()
+        self.init = HEAD_INITS[init]
         self.weight = nn.Parameter(torch.empty(0, in_features))
         self.bias = nn.Parameter(torch.empty(0))
 
@@ -27,7 +66,8 @@ class GrowingClassifier(nn.Module):
 
     @torch.no_grad()
     def grow(self, num_outputs: int) -> None:
-        """Add output units up to `num_outputs`; new rows start as timm initialises heads (trunc-normal 0.02, bias 0).
+        """Add output units up to `num_outputs`; new rows start as the head's `init` fills them (by default as timm
+        initialises heads: trunc-normal 0.02, bias 0).
 
         The parameters are replaced, so an optimiser must be built after growing (the shared loop builds one per task).
         """
@@ -35,9 +75,9 @@ class GrowingClassifier(nn.Module):
         if num_outputs <= old_outputs:
             return
         weight = torch.empty(num_outputs, in_features, device=self.weight.device)
-        nn.init.trunc_normal_(weight, std=0.02)
-        weight[:old_outputs] = self.weight
         bias = torch.zeros(num_outputs, device=self.bias.device)
+        self.init(weight, bias)
+        weight[:old_outputs] = self.weight
         bias[:old_outputs] = self.bias
         self.weight = nn.Parameter(weight, requires_grad=self.weight.requires_grad)
         self.bias = nn.Parameter(bias, requires_grad=self.bias.requires_grad)
@@ -57,9 +97,9 @@ class TaskHeads(nn.Module):
     already holds its classes, goes on training.
     """
 
-    def __init__(self, in_features: int, init: Callable[[torch.Tensor], object]) -> None:
+    def __init__(self, in_features: int, init: str) -> None:
         super().__init__()
-        self.init = init  # fills a new head's weight in place (bias starts at 0)
+        self.init = HEAD_INITS[init]  # fills a new head's rows in place
         self.frozen_weight = nn.Parameter(torch.empty(0, in_features))
         self.frozen_bias = nn.Parameter(torch.empty(0))
         self.weight = nn.Parameter(torch.empty(0, in_features))
@@ -78,10 +118,10 @@ class TaskHeads(nn.Module):
         if new > 0:
             self.frozen_weight = nn.Parameter(torch.cat([self.frozen_weight, self.weight]))
             self.frozen_bias = nn.Parameter(torch.cat([self.frozen_bias, self.bias]))
-            weight = self.weight.new_empty(new, self.weight.shape[1])
-            self.init(weight)
+            weight, bias = self.weight.new_empty(new, self.weight.shape[1]), self.bias.new_zeros(new)
+            self.init(weight, bias)
             self.weight = nn.Parameter(weight)
-            self.bias = nn.Parameter(self.bias.new_zeros(new))
+            self.bias = nn.Parameter(bias)
             self.sizes = torch.cat([self.sizes, self.sizes.new_tensor([new])])
         self.freeze_earlier_heads()
 

@@ -7,6 +7,7 @@ change train/eval modes; the strategy sets them (a frozen backbone stays in eval
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Optional
 
@@ -16,22 +17,52 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from benchmark.config import require
 from benchmark.errors import RunDiverged
+from benchmark.recipe import RecipeConfig
 from benchmark.evaluation import IN_MEMORY_LIMIT_BYTES, apply, as_tensors, fits_in_memory
 from benchmark.sharing import memoised
 from benchmark.runtime import Runtime
 from benchmark.streams import Task
+from strategies._heads import HEAD_INITS
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay),
     "adamw": lambda params, c: torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay),
 }
-SCHEDULES = ("constant", "cosine")
+
+
+def epoch_cosine(epoch: int, epochs: int) -> float:
+    """lr multiplier of `CosineAnnealingLR(T_max=epochs, eta_min=0)` stepped once per epoch (LAMDA-PILOT, RanPAC,
+    RevisitingCIL): (1 + cos(pi e / E)) / 2 in epoch e = 0 .. E - 1, so the first epoch runs at the full lr."""
+    return (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
+def coda_cosine(epoch: int, epochs: int) -> float:
+    """lr multiplier of GT-RIPL's `CosineSchedule` as CODA-Prompt and InfLoRA step it (`utils/schedulers.py`, stepped
+    at the start of every epoch after the scheduler's own first step): cos(99 pi s / (200 (K - 1))) with s = max(e - 1,
+    0), so the first lr is used in epochs 0 and 1 and the last epoch runs at about cos(0.495 pi (K - 2) / (K - 1))
+    (0.10 for K = 20). K = 1: the full lr."""
+    if epochs == 1:
+        return 1.0
+    return math.cos(99 * math.pi * max(epoch - 1, 0) / (200 * (epochs - 1)))
+
+
+# name -> (optimizer, epochs, steps per epoch) -> a scheduler stepped after every optimizer step, or None (constant)
+Schedule = Callable[[torch.optim.Optimizer, int, int], Optional[torch.optim.lr_scheduler.LRScheduler]]
+SCHEDULES: dict[str, Schedule] = {
+    "constant": lambda optimizer, epochs, steps: None,
+    # a half cosine from lr to 0 over every step of the task (the suite's protocol)
+    "cosine": lambda optimizer, epochs, steps: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps),
+    "cosine-epochs": lambda optimizer, epochs, steps: torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: epoch_cosine(step // steps, epochs)),
+    "coda-cosine": lambda optimizer, epochs, steps: torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: coda_cosine(step // steps, epochs)),
+}
 LOSSES = ("local", "global")
 Stage = Callable[[torch.Tensor], torch.Tensor]  # one part of a network: its input -> its output
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(RecipeConfig):
     """Hyper-parameters of the shared loop; strategy configs extend it."""
 
     epochs: int = 5  # passes over each task's training set
@@ -40,11 +71,17 @@ class TrainConfig:
     optimizer: str = "adamw"  # sgd or adamw
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
-    schedule: str = "cosine"  # lr over each task's steps: constant or cosine (to 0)
+    schedule: str = "cosine"  # lr over each task: constant, cosine (per step, to 0), cosine-epochs, coda-cosine
+    grad_clip: Optional[float] = None  # clip the gradients' global L2 norm to this before each step; null: no clipping
+    drop_last: bool = False  # drop each epoch's last, partial batch (CODA-Prompt's loader does)
+    head_init: Optional[str] = None  # new head rows (strategies/_heads.py HEAD_INITS); null: trunc_normal (timm's)
     loss: str = "local"  # cross-entropy over the current task's classes (local) or all classes seen (global)
     joint: bool = False  # train once on the union of the stream's tasks: the joint-training upper bound (README)
 
     def __post_init__(self) -> None:
+        self.resolve_recipe()
+        if self.head_init is None:
+            object.__setattr__(self, "head_init", "trunc_normal")
         require(self.epochs >= 1, "epochs", ">= 1", self.epochs)
         require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
         require(self.lr > 0, "lr", "> 0", self.lr)
@@ -52,6 +89,8 @@ class TrainConfig:
         require(0 <= self.momentum < 1, "momentum", "in [0, 1)", self.momentum)
         require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
         require(self.schedule in SCHEDULES, "schedule", f"one of {', '.join(SCHEDULES)}", self.schedule)
+        require(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "> 0 or null", self.grad_clip)
+        require(self.head_init in HEAD_INITS, "head_init", f"one of {', '.join(HEAD_INITS)}", self.head_init)
         require(self.loss in LOSSES, "loss", f"one of {', '.join(LOSSES)}", self.loss)
 
 
@@ -134,16 +173,15 @@ def fit(loss_fn: Loss, parameters: Iterable[torch.nn.Parameter] | list[dict], da
     `on_epoch(epoch)` runs before each epoch (e.g. a penalty that starts after warm-up epochs).
 
     A NaN or infinite loss raises RunDiverged (checked at the end of each epoch)."""
-    loader = shuffled_batches(data, config.batch_size, runtime)
+    loader = shuffled_batches(data, config.batch_size, runtime, config.drop_last)
     optimizer = OPTIMIZERS[config.optimizer](parameters, config)
-    total_steps = config.epochs * len(loader)
-    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-                if config.schedule == "cosine" else None)
+    schedule = SCHEDULES[config.schedule](optimizer, config.epochs, len(loader))
     losses: list[torch.Tensor] = []
     for epoch in runtime.bar(range(config.epochs), desc=desc):
         if on_epoch is not None:
             on_epoch(epoch)
-        losses = run_epoch(loss_fn, loader, optimizer, runtime, after_step=schedule.step if schedule else None)
+        losses = run_epoch(loss_fn, loader, optimizer, runtime, after_step=schedule.step if schedule else None,
+                           grad_clip=config.grad_clip)
         check_finite(losses, epoch, steps_before=epoch * len(loader))
     return float(torch.stack(losses).mean()) if losses else 0.0
 
@@ -186,10 +224,13 @@ Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # a DataLoader, or any it
 
 
 def run_epoch(loss_fn: Loss, batches: Batches, optimizer: torch.optim.Optimizer, runtime: Runtime,
-              after_step: Optional[Callable[[], object]] = None) -> list[torch.Tensor]:
-    """One pass over `batches`: loss, backward, optimizer step, then `after_step` (a per-step lr schedule, LAE's EMA).
-    Returns the detached losses, for `check_finite` once per epoch. Strategies with their own epoch structure (an
-    epoch-wise schedule, warm-up epochs) call this instead of `fit`."""
+              after_step: Optional[Callable[[], object]] = None,
+              grad_clip: Optional[float] = None) -> list[torch.Tensor]:
+    """One pass over `batches`: loss, backward, with `grad_clip` the gradients' global L2 norm clipped to it (as
+    l2p-pytorch's `clip_grad_norm_(model.parameters(), 1.0)`), optimizer step, then `after_step` (a per-step lr
+    schedule, LAE's EMA). Returns the detached losses, for `check_finite` once per epoch. Strategies with their own
+    epoch structure (an epoch-wise schedule, warm-up epochs) call this instead of `fit`."""
+    clipped = [p for group in optimizer.param_groups for p in group["params"]] if grad_clip else []
     losses = []
     for images, labels in batches:
         images = images.to(runtime.device, non_blocking=True)
@@ -198,6 +239,8 @@ def run_epoch(loss_fn: Loss, batches: Batches, optimizer: torch.optim.Optimizer,
             loss = loss_fn(images, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(clipped, grad_clip)
         optimizer.step()
         if after_step is not None:
             after_step()

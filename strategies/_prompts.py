@@ -37,6 +37,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from benchmark.config import apply_preset, require
+from benchmark.recipe import RecipeConfig
 from benchmark.errors import ConfigError
 from benchmark.runtime import Runtime
 from benchmark.sharing import shared_pass
@@ -155,12 +156,19 @@ def cosine(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 def select(similarity: torch.Tensor, n: int, mode: str) -> torch.Tensor:
     """(batch, n) indices of the selected pool entries. "image": each image's n most similar keys. "batch" (the
     references' `batchwise_prompt`): the n entries most often among the images' top n over the whole batch, for
-    every image of it, so that a prediction depends on the other images in its batch."""
+    every image of it, so that a prediction depends on the other images in its batch. Counted as the references
+    count (l2p-pytorch `prompt.py:71-82`, LAMDA-PILOT `backbone/prompt.py:448-458`): the distinct selected ids in
+    ascending order with their counts, padded to the pool's size with the smallest id at count 0, then `topk` of the
+    counts, so that ties fall the way they fall there on the same device."""
     top = similarity.topk(n, dim=1).indices
     if mode == "image":
         return top
-    counts = torch.bincount(top.flatten(), minlength=similarity.shape[1])
-    return counts.topk(n).indices.expand(len(similarity), -1)
+    ids, counts = torch.unique(top, return_counts=True, sorted=True)
+    missing = similarity.shape[1] - len(ids)
+    if missing > 0:
+        ids = torch.cat([ids, ids.min().expand(missing)])
+        counts = torch.cat([counts, counts.new_zeros(missing)])
+    return ids[counts.topk(n).indices].expand(len(similarity), -1)
 
 
 def key_pull(query: torch.Tensor, keys: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
@@ -201,7 +209,7 @@ def uniform(*shape: int, device: torch.device) -> nn.Parameter:
 
 
 @dataclass(frozen=True)
-class PromptConfig:
+class PromptConfig(RecipeConfig):
     """The training hyper-parameters the three methods share; each preset fills those left null. The optimiser is
     Adam without weight decay in every reference (run as AdamW with weight decay 0: the same update)."""
 
@@ -211,10 +219,17 @@ class PromptConfig:
     epochs: Optional[int] = None  # per task
     batch_size: Optional[int] = None
     lr: Optional[float] = None
-    schedule: Optional[str] = None  # constant (L2P, DualPrompt) or cosine (CODA-Prompt), over each task's steps
+    schedule: Optional[str] = None  # constant (L2P, DualPrompt), cosine or coda-cosine (CODA-Prompt): _loop.SCHEDULES
+    grad_clip: Optional[float] = None  # clip the gradients' global norm to this (the l2p/dualprompt ports: 1.0)
+    head_init: Optional[str] = None  # new head rows (_heads.HEAD_INITS); default trunc_normal (timm's)
+    drop_last: Optional[bool] = None  # drop each epoch's partial last batch (CODA-Prompt); default false
 
     def __post_init__(self) -> None:
         apply_preset(self, self.PRESETS)
+        for key, default in (("head_init", "trunc_normal"), ("drop_last", False)):
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, default)
+        self.resolve_recipe()
         require(self.epochs >= 1, "epochs", ">= 1", self.epochs)
         require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
         require(self.lr > 0, "lr", "> 0", self.lr)
@@ -222,7 +237,8 @@ class PromptConfig:
     def train_config(self) -> TrainConfig:
         """What the shared loop needs (it validates the schedule)."""
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, optimizer="adamw",
-                           weight_decay=0.0, schedule=self.schedule, loss="local")
+                           weight_decay=0.0, schedule=self.schedule, grad_clip=self.grad_clip,
+                           drop_last=self.drop_last, head_init=self.head_init, loss="local")
 
 
 @dataclass(frozen=True)

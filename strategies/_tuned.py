@@ -36,7 +36,7 @@ class TunedBackbone(Strategy):
 
     def __init__(self, backbone: nn.Module, config, runtime) -> None:
         super().__init__(backbone, config, runtime)
-        self.head = GrowingClassifier(self.feature_dim).to(runtime.device)
+        self.head = GrowingClassifier(self.feature_dim, config.head_init).to(runtime.device)
 
     def train_task(self, task: Task) -> None:
         self.head.grow(task.num_outputs)

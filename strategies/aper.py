@@ -11,15 +11,19 @@ Models: Generalizability and Adaptivity are All You Need", IJCV 2024; arXiv 2303
 
 `features` (what retention protocols score with the pre-training head) are the adapted network's d-dim features.
 
-Presets (`preset:`, filling `epochs`, `batch_size`, `lr`, `weight_decay` where not set): `reference` (ViT-B/16 on
-CIFAR-100: 20 epochs, batch 48, lr 0.01, wd 5e-4), `reference-imagenet-r` (10 epochs, batch 16, lr 0.05, wd 5e-3)
-and `mini` (default: 5 epochs, batch 16, lr 0.05, wd 5e-4: mini-split-digits's first task has ~290 images, so the
-reference's CIFAR settings would move the adapters by almost nothing in its ~30 steps).
+Presets (`preset:`, filling `epochs`, `batch_size`, `lr`, `weight_decay` and the recipe where not set): `reference`
+(ViT-B/16 on CIFAR-100, the official RevisitingCIL@a2e6b71 `exps/aper_adapter/cifar224_5_5_vit-b_adapter.json`: 20
+epochs, batch 48, lr 0.01, wd 5e-4), `reference-imagenet-r` (its `imagenetr_5_5_vit-b_adapter.json`: 20 epochs,
+batch 24, lr 0.05, wd 5e-3) and `mini` (default: 5 epochs, batch 16, lr 0.05, wd 5e-4: mini-split-digits's first
+task has ~290 images, so the reference's CIFAR settings would move the adapters by almost nothing in its ~30 steps).
+The `reference*` presets run the reference's recipe (benchmark/recipe.py): fp32, [0, 1] pixels without mean/std,
+RandomResizedCrop scale (0.05, 1), test Resize(256) + CenterCrop(224) (`input: unnormalised`, RevisitingCIL
+`utils/data.py:69-103`), the lr cosine stepped per epoch (`schedule: cosine-epochs`, `models/aper_adapter.py:111,
+144`); the mini preset keeps the suite's pipeline and anneals per step.
 
 Deviations from the reference:
 - The adapters are attached with forward hooks (`strategies._adapter`); the reference builds a second ViT class.
   The frozen branch is the same backbone with the adapters bypassed, not a second copy of the weights.
-- The lr anneals per step (the shared loop), not per epoch.
 - Domain-incremental streams (not in the paper): prototypes average over all domains' images of a class.
 """
 
@@ -38,10 +42,11 @@ from strategies._first_session import FirstSessionAdapters, FirstSessionConfig, 
 from strategies._prototypes import ClassPrototypes, task_features
 from strategies.base import Strategy, register
 
+RECIPE = dict(input="unnormalised", schedule="cosine-epochs", precision="fp32")
 PRESETS = {
     "mini": dict(epochs=5, batch_size=16, lr=0.05, weight_decay=5e-4),
-    "reference": dict(epochs=20, batch_size=48, lr=0.01, weight_decay=5e-4),
-    "reference-imagenet-r": dict(epochs=10, batch_size=16, lr=0.05, weight_decay=5e-3),
+    "reference": dict(epochs=20, batch_size=48, lr=0.01, weight_decay=5e-4, **RECIPE),
+    "reference-imagenet-r": dict(epochs=20, batch_size=24, lr=0.05, weight_decay=5e-3, **RECIPE),
 }
 
 

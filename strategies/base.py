@@ -31,6 +31,7 @@ from benchmark.sharing import module_fingerprint
 from benchmark.streams import Task
 
 STRATEGIES: Registry[type["Strategy"]] = Registry("strategy")
+RECIPE_FIELDS = ("optimizer", "lr", "batch_size", "epochs", "schedule", "grad_clip", "drop_last", "head_init")
 register = STRATEGIES.register
 
 
@@ -109,6 +110,14 @@ class Strategy(nn.Module, abc.ABC):
     def report(self) -> dict[str, Any]:
         """What the strategy adds to its run's result (keys of `metrics` merge into the result's metrics)."""
         return {}
+
+    def recipe(self) -> dict[str, Any]:
+        """The training recipe around the mechanism, for the result's `recipe` block (benchmark/recipe.py adds the
+        input pipeline, precision and class order): by default the optimiser, schedule, gradient clipping and head
+        initialisation of the shared-loop configuration the strategy trains with (`config.train_config()` where it
+        has one, else the configuration itself), as far as it has them."""
+        train = self.config.train_config() if hasattr(self.config, "train_config") else self.config
+        return {key: getattr(train, key) for key in RECIPE_FIELDS if hasattr(train, key)}
 
     def prepare_to_load(self, state: Mapping[str, torch.Tensor]) -> None:
         """Build the modules a checkpoint's `state` holds that a fresh strategy lacks (per-task modules); most

@@ -20,19 +20,24 @@ weight decay) with a cosine schedule, rebuilt every task, trains the new compone
 Task identification (`diagnostics' `task_selection_acc``), a diagnostic (CODA-Prompt selects nothing): an image is assigned
 to the task whose components get the largest sum of alpha, averaged over the blocks.
 
-Presets (`preset:`, filling `epochs`, `batch_size`, `lr` where not set): `reference` (CIFAR-100, PILOT's
-exps/coda_prompt.json and the official configs: 20 epochs, batch 128, lr 0.001, cosine), `reference-imagenet-r` (50
-epochs), `mini` (default: 3 epochs, batch 32, lr 0.01, for the mini streams' tens of steps per task).
-`components_per_task` 10 fits the 10-task splits; set 100 / tasks otherwise (5 for PILOT's 20-task CIFAR-100).
+Presets (`preset:`, filling the fields left null): `reference` (CIFAR-100, PILOT's exps/coda_prompt.json and the
+official configs/cifar-100_prompt.yaml: 20 epochs, batch 128, lr 0.001), `reference-imagenet-r` (50 epochs), `mini`
+(default: 3 epochs, batch 32, lr 0.01, per-step cosine, for the mini streams' tens of steps per task).
+`components_per_task` 10 fits the 10-task splits; set 100 / tasks otherwise (5 for PILOT's 20-task CIFAR-100). The
+`reference*` presets run the reference's recipe (GT-RIPL/CODA-Prompt@6417d4f; benchmark/recipe.py): fp32; [0, 1]
+pixels (`Normalize(0, 1)`, `dataloaders/utils.py:34-35`), torchvision's RandomResizedCrop (scale (0.08, 1),
+bilinear), test Resize(224) on CIFAR-100 (`input: unnormalised-bilinear-resize224`) and Resize(256) + CenterCrop(224)
+on ImageNet-R (`input: unnormalised-bilinear`), bilinear; GT-RIPL's `CosineSchedule` per epoch (`schedule:
+coda-cosine`, `utils/schedulers.py`, `learners/default.py:92-95`); the head as nn.Linear initialises it (`head_init:
+linear`); each epoch's last partial batch dropped (`drop_last`, `trainer.py:185`).
 
 Deviations from the reference:
 - Components are added task by task (old ones as buffers) instead of a pool of 100 allocated up front and sliced:
   the same function, without knowing the number of tasks in advance.
 - The orthogonality penalty is not implemented (weight 0 in every reference config).
-- The head starts as timm initialises heads (trunc-normal 0.02, bias 0), the reference's `nn.Linear` default init.
 - Gram-Schmidt does not redraw a vector whose earlier vector has (near) zero norm (the reference's `redo`; trained
   components never have).
-- Inputs carry the backbone's own normalisation (the reference: ImageNet mean/std on the IN-1k weights, the same).
+- The `mini` preset keeps the suite's input pipeline, precision, per-step schedule and timm's head init.
 """
 
 from __future__ import annotations
@@ -51,10 +56,12 @@ from strategies._loop import fit, task_cross_entropy
 from strategies._prompts import Prefix, PromptConfig, PromptedViT, existing_blocks, protocol, query_training_data
 from strategies.base import Strategy, register
 
+# GT-RIPL/CODA-Prompt@6417d4f and PILOT's copy: CosineSchedule per epoch, nn.Linear's head, drop_last, fp32
+RECIPE = dict(schedule="coda-cosine", head_init="linear", drop_last=True, precision="fp32")
 PRESETS = {
     "mini": dict(epochs=3, batch_size=32, lr=0.01, schedule="cosine"),
-    "reference": dict(epochs=20, batch_size=128, lr=0.001, schedule="cosine"),
-    "reference-imagenet-r": dict(epochs=50, batch_size=128, lr=0.001, schedule="cosine"),
+    "reference": dict(epochs=20, batch_size=128, lr=0.001, input="unnormalised-bilinear-resize224", **RECIPE),
+    "reference-imagenet-r": dict(epochs=50, batch_size=128, lr=0.001, input="unnormalised-bilinear", **RECIPE),
 }
 
 
@@ -112,7 +119,7 @@ class CODAPrompt(Strategy):
         for name, shape in (("prompts", (config.prompt_length, attn_dim)), ("keys", (dim,)), ("attention", (dim,))):
             self.register_buffer(f"old_{name}", torch.zeros(n, 0, *shape, device=device))  # earlier tasks', frozen
             setattr(self, name, nn.Parameter(torch.zeros(n, 0, *shape, device=device)))  # the current task's
-        self.head = GrowingClassifier(dim).to(device)
+        self.head = GrowingClassifier(dim, config.head_init).to(device)
 
     @property
     def components(self) -> int:

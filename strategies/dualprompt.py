@@ -23,18 +23,29 @@ reference (keys of experts not trained yet included).
 takes the batch's most frequent top-1 expert; training uses the task's own expert either way). Task
 identification (`diagnostics' `task_selection_acc``): the share of test images whose selected expert is their own task's.
 
-Presets (`preset:`, filling `epochs`, `batch_size`, `lr` where not set): `reference` (CIFAR-100, PILOT's
-exps/dualprompt.json: 5 epochs, batch 24, lr 0.001), `reference-imagenet-r` (exps/dualprompt_inr.json: 10 epochs),
-`mini` (default: 3 epochs, batch 32, lr 0.01, for the mini streams' tens of steps per task); `pull` 0.1 everywhere
-(PILOT's configs; the official ImageNet-R run uses 1.0, 50 epochs, lr 0.005 and gradient clipping 1.0, which this
-suite does not do).
+Presets (`preset:`, filling the fields left null): `reference` (CIFAR-100, PILOT@2647455 exps/dualprompt.json: 5
+epochs, batch 24, lr 0.001, pull 0.1), `reference-imagenet-r` (exps/dualprompt_inr.json: 10 epochs), the official
+PyTorch port's (JH-LEE-KR/dualprompt-pytorch@7eb457d) `official` (configs/cifar100_dualprompt.py: 5 epochs, batch 24,
+lr 0.03 x 24 / 256, pull 1.0, gradient clipping at global norm 1.0) and `official-imagenet-r` (configs/
+imr_dualprompt.py: 50 epochs, lr 0.005 x 24 / 256, experts of 20 tokens, per-image selection, pull 1.0, clipping
+1.0), and `mini` (default: 3 epochs, batch 32, lr 0.01, for the mini streams' tens of steps per task). The
+`reference*` and `official*` presets run the references' recipe (benchmark/recipe.py): fp32; [0, 1] pixels without
+mean/std, RandomResizedCrop scale (0.05, 1) (bilinear), test Resize(256, bicubic) + CenterCrop(224) (`input:
+unnormalised`; PILOT `utils/data.py:95-116`, the port's `datasets.py:195-216`).
 
 Deviations from the reference:
-- `selection: image` is the default (the reference selects per batch at test time; `selection: batch` restores it).
-- Inputs carry the backbone's own normalisation; the reference feeds [0, 1] pixels to its in21k `.npz` weights.
+- `selection: image` is the default (the reference selects per batch at test time; `selection: batch` restores it,
+  voting over the suite's evaluation batch: see strategies/l2p.py).
+- The E-prefix is laid out as the paper describes it (an expert's key tokens to the keys, its value tokens to the
+  values). Both the port and PILOT reshape the selected experts without a permute (dualprompt-pytorch issue 8,
+  LAMDA-PILOT issue 29): when a batch shares one expert (all of training, batchwise testing) the first half of the
+  batch gets the expert's key half as keys and values and the second half its value half, and with per-image
+  selection image b gets the experts of images 2b and 2b + 1. Not offered as an option; Mammoth's maintainers report
+  no change of score on CIFAR-100 with the fix.
 - G- and E-blocks must be disjoint (the reference would concatenate both prefixes in a shared block).
 - A stream with more tasks than `pool_size` fails (the reference then silently falls back to key selection in
   training).
+- The `mini` preset keeps the suite's input pipeline and precision.
 """
 
 from __future__ import annotations
@@ -54,10 +65,15 @@ from strategies._prompts import (Prefix, PromptedViT, SelectingConfig, cosine, e
                                  query_training_data, select, uniform)
 from strategies.base import Strategy, register
 
+RECIPE = dict(input="unnormalised", precision="fp32", schedule="constant")  # PILOT and the port; no autocast
+PORT = dict(pull=1.0, grad_clip=1.0, **RECIPE)  # dualprompt-pytorch configs: pull_constraint_coeff 1.0, clip_grad 1.0
 PRESETS = {
     "mini": dict(epochs=3, batch_size=32, lr=0.01, schedule="constant"),
-    "reference": dict(epochs=5, batch_size=24, lr=0.001, schedule="constant"),
-    "reference-imagenet-r": dict(epochs=10, batch_size=24, lr=0.001, schedule="constant"),
+    "reference": dict(epochs=5, batch_size=24, lr=0.001, **RECIPE),
+    "reference-imagenet-r": dict(epochs=10, batch_size=24, lr=0.001, **RECIPE),
+    "official": dict(epochs=5, batch_size=24, lr=0.03 * 24 / 256, **PORT),  # configs/cifar100_dualprompt.py
+    # configs/imr_dualprompt.py; its batchwise_prompt False is the suite's default `selection: image`
+    "official-imagenet-r": dict(epochs=50, batch_size=24, lr=0.005 * 24 / 256, e_length=20, **PORT),
 }
 
 
@@ -68,13 +84,16 @@ class DualPromptConfig(SelectingConfig):
     g_blocks: tuple[int, ...] = (0, 1)  # blocks with the general prefix; indices past the backbone's depth drop
     g_length: int = 5  # key tokens (and as many value tokens) of the general prompt per block
     e_blocks: tuple[int, ...] = (2, 3, 4)  # blocks with the expert prefix
-    e_length: int = 5  # key tokens (and as many value tokens) of an expert prompt per block
+    e_length: Optional[int] = None  # key tokens (and as many value tokens) of an expert prompt per block; default 5
     pool_size: int = 10  # expert prompts (at least the number of tasks)
-    pull: float = 0.1  # coefficient of the key-pull term (PILOT 0.1, official ImageNet-R 1.0)
+    pull: Optional[float] = None  # coefficient of the key-pull term: PILOT 0.1 (default), the official port 1.0
     copy_previous_expert: bool = True  # expert t starts as expert t - 1 (shared_prompt_pool)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        for key, default in (("e_length", 5), ("pull", 0.1)):
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, default)
         for name in ("g_blocks", "e_blocks"):
             blocks = getattr(self, name)
             require(all(i >= 0 for i in blocks) and len(set(blocks)) == len(blocks), name,
@@ -107,7 +126,7 @@ class DualPrompt(Strategy):
         self.g_prompt = uniform(len(self.g_blocks), 2, config.g_length, attn_dim, device=device)
         self.e_prompts = uniform(config.pool_size, len(self.e_blocks), 2, config.e_length, attn_dim, device=device)
         self.keys = uniform(config.pool_size, self.feature_dim, device=device)
-        self.head = GrowingClassifier(self.feature_dim).to(device)
+        self.head = GrowingClassifier(self.feature_dim, config.head_init).to(device)
 
     def prefixes(self, expert: torch.Tensor) -> dict[int, Prefix]:
         """Block -> (keys, values): the general prompt, and the expert prompts `expert` (one per image, or one

@@ -11,8 +11,9 @@ As the reference (`liangyanshuo/InfLoRA`: `methods/inflora.py`, `models/vit_infl
   value updates share it (the reference copies the same A into both). A is frozen; B starts at zero.
 - Only task t's up-projections B (keys and values of every block) and task t's head train (one linear head per
   task, the reference's `classifier_pool`; earlier heads frozen); Adam (here AdamW with weight decay 0: the same),
-  cross-entropy over the current task's classes. The network runs as in eval mode: dropout and drop-path are off
-  (only the adapted layers are switched to their unmerged, differentiable path).
+  cross-entropy over the current task's classes. The network trains in eval mode, as the reference's
+  (`methods/inflora.py:214`): dropout, attention dropout and drop-path are off (only the adapted layers are switched
+  to their unmerged, differentiable path).
 - After task t, a second pass collects the covariances through the trained network and extends the record, at the
   energy threshold lamb + (1 - lamb) t / T (`threshold_start` = lamb, `schedule_tasks` = T, the reference's
   `total_sessions`); then task t's B are frozen.
@@ -21,12 +22,18 @@ As the reference (`liangyanshuo/InfLoRA`: `methods/inflora.py`, `models/vit_infl
 Presets (`preset:` fills the fields left null): `mini` (default; CPU-sized for the mini benchmark: 3 epochs, batch
 32, lr 1e-3, rank 8, lamb 0.95, T 5), `reference` (ViT-B/16 on CIFAR-100 in 10 tasks, configs/cifar100_inflora.json:
 20 epochs, batch 128, lr 5e-4, rank 10, lamb 0.95, T 10) and `reference-imagenet-r` (configs/mimg10_inflora.json:
-50 epochs, lamb 0.98, otherwise the same).
+50 epochs, lamb 0.98, otherwise the same). The `reference*` presets run the reference's recipe (liangyanshuo/InfLoRA
+@e08b00e; benchmark/recipe.py): fp32; [0, 1] pixels (`Normalize(0, 1)`), torchvision's RandomResizedCrop (scale
+(0.08, 1), bilinear), test Resize(224) on CIFAR-100 (`input: unnormalised-bilinear-resize224`) and Resize(256) +
+CenterCrop(224) on ImageNet-R (`input: unnormalised-bilinear`), `utils/data.py:113-178`; GT-RIPL's `CosineSchedule`
+stepped per epoch (`schedule: coda-cosine`, `utils/schedulers.py:54`, `methods/inflora.py:238`); each head as
+nn.Linear initialises it (`head_init: linear`, weight and bias U(+-1/sqrt(d))). The reference's published runs keep
+the natural class order with seeds 0-4 (its configs; a stream's `shuffle: false`); its `1993.log` runs use the seeded
+order the suite's streams use by default.
 
 Deviations from the reference:
-- The learning rate follows the shared loop's per-step cosine schedule (the reference's `CosineSchedule` steps per
-  epoch).
-- A new head starts as nn.Linear's weights (Kaiming-uniform) with a zero bias (the reference: nn.Linear's uniform bias).
+- The `mini` preset anneals the lr per step (`schedule: cosine`), starts heads with a zero bias
+  (`head_init: linear_zero_bias`) and keeps the suite's input pipeline and precision.
 - Covariances are summed in float64 (the reference keeps a running mean in float32); see `_dualgpm.py` for the
   record's one deviation.
 - The reference's k-means keys (`clustering`) serve only its task-identity diagnostics and are not computed.
@@ -47,17 +54,20 @@ from benchmark.config import apply_preset, require
 from benchmark.streams import Task
 from strategies._dualgpm import SubspaceRecord, threshold
 from strategies._heads import TaskHeads
-from strategies._lora import LowRank, add_lora, stored_tasks, task_adapters, task_prefix
+from strategies._lora import LoRALinear, LowRank, add_lora, stored_tasks, task_adapters, task_prefix
 from strategies._loop import TrainConfig, fit, task_cross_entropy, training_data
-from strategies._tuned import set_train_modes
 from strategies.base import Strategy, register
 
 TARGETS = ("k", "v")
 A_DIVISOR = math.sqrt(3)  # the reference's scaling of the designed down-projection
+RECIPE = dict(schedule="coda-cosine", head_init="linear", precision="fp32")  # methods/inflora.py:168, 238
 PRESETS = {
-    "mini": dict(epochs=3, batch_size=32, lr=1e-3, rank=8, threshold_start=0.95, schedule_tasks=5),
-    "reference": dict(epochs=20, batch_size=128, lr=5e-4, rank=10, threshold_start=0.95, schedule_tasks=10),
-    "reference-imagenet-r": dict(epochs=50, batch_size=128, lr=5e-4, rank=10, threshold_start=0.98, schedule_tasks=10),
+    "mini": dict(epochs=3, batch_size=32, lr=1e-3, rank=8, threshold_start=0.95, schedule_tasks=5,
+                 schedule="cosine", head_init="linear_zero_bias"),
+    "reference": dict(epochs=20, batch_size=128, lr=5e-4, rank=10, threshold_start=0.95, schedule_tasks=10,
+                      input="unnormalised-bilinear-resize224", **RECIPE),
+    "reference-imagenet-r": dict(epochs=50, batch_size=128, lr=5e-4, rank=10, threshold_start=0.98, schedule_tasks=10,
+                                 input="unnormalised-bilinear", **RECIPE),
 }
 
 
@@ -67,6 +77,7 @@ class InfLoRAConfig(TrainConfig):
     epochs: Optional[int] = None  # per task
     batch_size: Optional[int] = None
     lr: Optional[float] = None  # Adam (AdamW, weight decay 0)
+    schedule: Optional[str] = None  # cosine (per step; mini) or coda-cosine (the reference's, per epoch)
     rank: Optional[int] = None  # r of every task's key and value updates (reference 10)
     threshold_start: Optional[float] = None  # lamb: the record's energy threshold after the first task
     threshold_end: float = 1.0  # lame: the threshold the schedule moves towards
@@ -107,8 +118,7 @@ class InfLoRA(Strategy):
     def __init__(self, backbone: nn.Module, config: InfLoRAConfig, runtime) -> None:
         super().__init__(backbone, config, runtime)
         self.backbone.requires_grad_(False)
-        init = partial(nn.init.kaiming_uniform_, a=math.sqrt(5))
-        self.heads = TaskHeads(self.feature_dim, init).to(runtime.device)
+        self.heads = TaskHeads(self.feature_dim, config.head_init).to(runtime.device)
         self.record = SubspaceRecord(len(self.backbone.blocks), self.backbone.blocks[0].attn.qkv.in_features)
         self.record.to(runtime.device)
         self.tasks_done = 0
@@ -118,7 +128,7 @@ class InfLoRA(Strategy):
         data = training_data(task, self.runtime)
         self.add_task_updates(index, self.input_covariances(data))
         self.heads.add(task.num_outputs)
-        set_train_modes(self)
+        self.train_in_eval_mode()
         loss = lambda x, y: task_cross_entropy(self.predict(x), y, task, config.loss)  # noqa: E731
         fit(loss, [p for p in self.parameters() if p.requires_grad], data, config, self.runtime,
             desc=f"inflora {task.name}")
@@ -128,6 +138,14 @@ class InfLoRA(Strategy):
         for adapter in task_adapters(self.backbone.blocks, TARGETS, index):
             adapter.requires_grad_(False)
         self.tasks_done += 1
+
+    def train_in_eval_mode(self) -> None:
+        """As the reference trains: the network in eval mode (dropout, attention dropout and drop-path off), only the
+        adapted layers in train mode, so that they run their unmerged, differentiable path."""
+        self.eval()
+        for module in self.modules():
+            if isinstance(module, LoRALinear):
+                module.train()
 
     def add_task_updates(self, index: int, covariances: Optional[list[torch.Tensor]]) -> list[LowRank]:
         """Task `index`'s key and value updates, their shared A designed from `covariances` (None: left as built, to

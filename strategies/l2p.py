@@ -23,17 +23,23 @@ the task whose training selected it most often (counts kept per task, ties to th
 identified when its first selected prompt (the most similar key, or the batch's most frequent prompt) belongs to
 its own task. A pool that every task shares scores about 1 / tasks.
 
-Presets (`preset:`, filling `epochs`, `batch_size`, `lr` where not set): `reference` (CIFAR-100, PILOT's
-exps/l2p.json: 5 epochs, batch 16, lr 0.001875 = 0.03 x 16 / 256), `reference-imagenet-r` (exps/l2p_inr.json: 10
-epochs, batch 32, same lr), both with prompts of 5 tokens and top 5; `mini` (default: 3 epochs, batch 32, lr 0.01
-for the mini streams' tens of steps per task, prompts of 2 tokens and top 3, so 6 inserted tokens instead of 25 keep
-a run near a LoRA run's cost). The pool (10) and pull 0.1 are the same in every preset.
+Presets (`preset:`, filling `epochs`, `batch_size`, `lr` and the recipe where not set): `reference` (CIFAR-100,
+PILOT@2647455 exps/l2p.json: 5 epochs, batch 16, lr 0.001875 = 0.03 x 16 / 256), `reference-imagenet-r`
+(exps/l2p_inr.json: 10 epochs, batch 32, same lr), `official` (CIFAR-100, the PyTorch port JH-LEE-KR/l2p-pytorch
+@f7bc994 configs/cifar100_l2p.py: PILOT's settings plus gradient clipping at global norm 1.0, engine.py:78), all with
+prompts of 5 tokens and top 5; `mini` (default: 3 epochs, batch 32, lr 0.01 for the mini streams' tens of steps per
+task, prompts of 2 tokens and top 3, so 6 inserted tokens instead of 25 keep a run near a LoRA run's cost). The pool
+(10) and pull 0.1 are the same in every preset. The `reference*` and `official` presets run the references' recipe
+(benchmark/recipe.py): fp32; [0, 1] pixels without mean/std, RandomResizedCrop scale (0.05, 1) (bilinear), test
+Resize(256, bicubic) + CenterCrop(224) (`input: unnormalised`; PILOT `utils/data.py:95-116`, the port's
+`datasets.py:197-214`).
 
 Deviations from the reference:
-- `selection: image` is the default (the reference selects per batch; `selection: batch` restores it).
-- Inputs carry the backbone's own normalisation; the reference feeds [0, 1] pixels to its in21k `.npz` weights.
-- Batch selection counts with `bincount` over the pool: when the batch's images select fewer than n distinct
-  prompts, the rest are the lowest-numbered unselected ones, where the reference repeats its lowest selected one.
+- `selection: image` is the default (the references select per batch; `selection: batch` restores it). With `batch`
+  a test batch is the suite's evaluation batch (64 images on a CPU, 512 on a GPU) of the concatenated test sets,
+  where the references vote over 16 images of one task (the port's per-task loaders) or of about one class (PILOT's
+  class-sorted test set): the vote sees other images, and its numbers depend on the device.
+- The `mini` preset keeps the suite's input pipeline and precision.
 - Domain-incremental streams (not in the paper): every task has all classes, so nothing is masked.
 """
 
@@ -53,11 +59,15 @@ from strategies._prompts import (PromptedViT, SelectingConfig, cosine, key_pull,
                                  select, uniform)
 from strategies.base import Strategy, register
 
+RECIPE = dict(input="unnormalised", precision="fp32")  # PILOT and l2p-pytorch `build_transform`; no autocast
 PRESETS = {
     "mini": dict(epochs=3, batch_size=32, lr=0.01, schedule="constant", prompt_length=2, top_n=3),
-    "reference": dict(epochs=5, batch_size=16, lr=0.001875, schedule="constant", prompt_length=5, top_n=5),
+    "reference": dict(epochs=5, batch_size=16, lr=0.001875, schedule="constant", prompt_length=5, top_n=5, **RECIPE),
     "reference-imagenet-r": dict(epochs=10, batch_size=32, lr=0.001875, schedule="constant", prompt_length=5,
-                                 top_n=5),
+                                 top_n=5, **RECIPE),
+    # JH-LEE-KR/l2p-pytorch@f7bc994 configs/cifar100_l2p.py: as PILOT's, and clip_grad_norm_ 1.0 (engine.py:78)
+    "official": dict(epochs=5, batch_size=16, lr=0.001875, schedule="constant", prompt_length=5, top_n=5,
+                     grad_clip=1.0, **RECIPE),
 }
 
 
@@ -91,7 +101,7 @@ class L2P(Strategy):
         dim = self.feature_dim
         self.prompts = uniform(config.pool_size, config.prompt_length, dim, device=runtime.device)
         self.keys = uniform(config.pool_size, dim, device=runtime.device)
-        self.head = GrowingClassifier(dim).to(runtime.device)
+        self.head = GrowingClassifier(dim, config.head_init).to(runtime.device)
         # times each prompt was selected while each task trained: (tasks, pool); decides a prompt's task
         self.register_buffer("selections", torch.zeros(0, config.pool_size, dtype=torch.long, device=runtime.device))
 

@@ -65,6 +65,7 @@ from torch import nn
 from torch.func import functional_call
 
 from benchmark.config import apply_preset, require
+from benchmark.recipe import RecipeConfig
 from benchmark.errors import ConfigError
 from benchmark.streams import Task
 from strategies._adapter import Adapter, AddedToOutput
@@ -148,7 +149,7 @@ PET_KINDS = ("adapter", "lora", "prefix")
 
 
 @dataclass(frozen=True)
-class LAEConfig:
+class LAEConfig(RecipeConfig):
     preset: str = "mini"  # fills the fields left null: mini, reference (CIFAR-100), reference-imagenet-r
     pet: str = "adapter"  # adapter, lora or prefix
     epochs: Optional[int] = None  # per task
@@ -163,6 +164,7 @@ class LAEConfig:
 
     def __post_init__(self) -> None:
         apply_preset(self, PRESETS)
+        self.resolve_recipe()
         require(self.pet in PET_KINDS, "pet", f"one of {', '.join(PET_KINDS)}", self.pet)
         require(self.epochs >= 1, "epochs", ">= 1", self.epochs)
         require(0 <= self.freeze_ratio <= 1, "freeze_ratio", "in [0, 1]", self.freeze_ratio)
@@ -222,7 +224,7 @@ class LAE(Strategy):
         for pet, block in zip(self.online, blocks):
             pet.attach(block)
         self.offline = as_buffers(self.online)
-        self.heads = TaskHeads(self.feature_dim, partial(nn.init.normal_, std=0.001)).to(runtime.device)
+        self.heads = TaskHeads(self.feature_dim, "normal_0.001").to(runtime.device)
         self.register_buffer("tasks_trained", torch.zeros((), dtype=torch.long, device=runtime.device))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

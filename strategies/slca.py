@@ -48,7 +48,6 @@ Deviations from the reference:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Optional
 
 import torch
@@ -58,6 +57,7 @@ from torch.distributions import Distribution, Independent, MultivariateNormal, N
 from torch.utils.data import DataLoader
 
 from benchmark.config import apply_preset, require
+from benchmark.recipe import RecipeConfig
 from benchmark.errors import ConfigError
 from benchmark.streams import Task
 from strategies._heads import TaskHeads
@@ -74,7 +74,7 @@ COVARIANCE_RIDGE = 1e-4  # added to every variance, so that a class with fewer i
 
 
 @dataclass(frozen=True)
-class SLCAConfig:
+class SLCAConfig(RecipeConfig):
     preset: str = "mini"  # fills the fields left null: mini, reference (CIFAR-100), reference-imagenet-r
     epochs: Optional[int] = None  # slow-learner epochs per task
     milestones: Optional[tuple[int, ...]] = None  # epochs after which the lr is multiplied by lr_decay
@@ -92,6 +92,7 @@ class SLCAConfig:
 
     def __post_init__(self) -> None:
         apply_preset(self, PRESETS)
+        self.resolve_recipe()
         require(self.epochs >= 1, "epochs", ">= 1", self.epochs)
         require(all(m >= 1 for m in self.milestones), "milestones", "epochs >= 1", list(self.milestones))
         require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
@@ -117,7 +118,7 @@ class SLCA(Strategy):
             raise ConfigError("strategies.slca.fresh_norm: the backbone has no final LayerNorm `norm` to reset; "
                               "set fresh_norm: false")
         dim, device = self.feature_dim, runtime.device
-        self.heads = TaskHeads(dim, partial(nn.init.trunc_normal_, std=0.02)).to(device)
+        self.heads = TaskHeads(dim, "trunc_normal").to(device)
         # the slow learner's heads, kept while the aligned ones are evaluated
         self.register_buffer("slow_weight", torch.zeros(0, dim, device=device))
         self.register_buffer("slow_bias", torch.zeros(0, device=device))

@@ -84,6 +84,7 @@ def write_suite(tmp_path: Path, tiny_backbone_params: dict):
             "strategies": strategies or {"full_ft": {"epochs": 1}, "linear": {"epochs": 1}},
             "retention": {"eval_size": 100},
             "device": "cpu",
+            "precision": "fp32",  # the same numbers on every CPU (`auto` picks bf16 where it is native)
             **extra,
         }
         path = tmp_path / "suite.yaml"

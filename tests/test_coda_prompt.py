@@ -24,7 +24,7 @@ def coda(model: torch.nn.Module, **params):
 
 def test_presets():
     reference = strategy_config("coda_prompt", {"preset": "reference"})
-    assert (reference.epochs, reference.batch_size, reference.lr, reference.schedule) == (20, 128, 0.001, "cosine")
+    assert (reference.epochs, reference.batch_size, reference.lr, reference.schedule) == (20, 128, 0.001, "coda-cosine")
     assert (reference.blocks, reference.prompt_length, reference.components_per_task) == ((0, 1, 2, 3, 4), 8, 10)
     assert strategy_config("coda_prompt", {"preset": "reference-imagenet-r"}).epochs == 50
     assert strategy_config("coda_prompt", config_dict(reference)) == reference

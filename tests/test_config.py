@@ -16,7 +16,7 @@ def test_yaml_float_written_as_exponent_is_read_as_number():
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"lrr": 0.1}, "strategies.full_ft: unknown key 'lrr'; valid keys: epochs, batch_size, lr"),
+    ({"lrr": 0.1}, "strategies.full_ft: unknown key 'lrr'; valid keys: input, precision, epochs, batch_size, lr"),
     ({"lr": -1.0}, "strategies.full_ft.lr: must be > 0, got -1.0"),
     ({"epochs": 0}, "strategies.full_ft.epochs: must be >= 1, got 0"),
     ({"epochs": 1.5}, "strategies.full_ft.epochs: must be an integer, got 1.5"),

@@ -32,7 +32,8 @@ def finished(tmp_path_factory, tiny_backbone_params) -> tuple[Path, Path]:
     config = folder / "suite.yaml"
     config.write_text(yaml.safe_dump({
         "backbones": {"vit-mini": tiny_backbone_params}, "streams": {"mini-split-digits": {"n_tasks": 2}},
-        "strategies": {"linear": {"epochs": 1}}, "seeds": SEEDS, "retention": {"eval_size": 50}, "device": "cpu"}))
+        "strategies": {"linear": {"epochs": 1}}, "seeds": SEEDS, "retention": {"eval_size": 50}, "device": "cpu",
+        "precision": "fp32"}))
     assert suite(config, folder / "out", "--keep-checkpoints") == 0
     return config, folder / "out"
 
@@ -84,7 +85,7 @@ def test_damaged_folder_is_rerun_and_reports_say_what_they_skip(finished, tmp_pa
 
     rerun = command("run_suite.py", "--config", str(config), "--out", str(out), "--quiet")
     assert rerun.returncode == 0, rerun.stderr
-    lines = rerun.stderr.strip().splitlines()
+    lines = notices(rerun.stderr)
     id_of = {seed: runs[seed].name for seed in SEEDS}
     assert lines[0].startswith(f"rerunning {id_of[0]}: {result[0]} is not valid JSON (")
     assert lines[1] == f"rerunning {id_of[1]}: {result[1]} has schema version 1; this suite reads version 2"
@@ -96,6 +97,13 @@ def test_damaged_folder_is_rerun_and_reports_say_what_they_skip(finished, tmp_pa
 
     assert reports_main([str(out)]) == 0 and capsys.readouterr().err == ""  # nothing skipped any more
     assert list(pd.read_csv(out / "leaderboard.csv")["n_seeds"]) == [4]
+
+
+def notices(stderr: str) -> list[str]:
+    """What a suite said on stderr about the folder, without the line naming its precision (printed at every start)."""
+    lines = stderr.strip().splitlines()
+    assert sum(line.startswith("precision: ") for line in lines) == 1
+    return [line for line in lines if not line.startswith("precision: ")]
 
 
 def test_result_of_a_newer_suite_is_refused_and_nothing_changes(finished, tmp_path, capsys):
@@ -123,7 +131,7 @@ def test_results_and_checkpoints_that_do_not_check_out_are_rerun(finished, tmp_p
     for seed, (content, _) in damaged.items():
         paths[seed].write_text(json.dumps(content))
     assert suite(config, out) == 0
-    assert capsys.readouterr().err.strip().splitlines() == [
+    assert notices(capsys.readouterr().err) == [
         f"rerunning {runs[seed].name}: {paths[seed]} {why}" for seed, (_, why) in damaged.items()]
     assert numbers(out) == numbers(finished[1])
 
@@ -135,7 +143,7 @@ def test_results_and_checkpoints_that_do_not_check_out_are_rerun(finished, tmp_p
     for seed in (0, 1, 2):
         (runs[seed] / "result.json").unlink()
     assert suite(config, out) == 0
-    lines = capsys.readouterr().err.strip().splitlines()
+    lines = notices(capsys.readouterr().err)
     for line, seed, why in zip(lines, (0, 1, 2), ("cannot be read (", "belongs to run 'someone-else' (another "
                                                   "configuration)", "is not a checkpoint of this suite's format 2")):
         assert line.startswith(f"restarting {runs[seed].name} from its first task: {checkpoints[seed]} {why}")

@@ -29,7 +29,7 @@ def grid(tmp_path_factory, tiny_backbone_params):
     config.write_text(yaml.safe_dump({
         "backbones": {"vit-mini": tiny_backbone_params}, "streams": {"mini-split-digits": {"n_tasks": 2}},
         "strategies": {"full_ft": {"epochs": 1}, "linear": {"epochs": 1}}, "seeds": [0, 1],
-        "retention": {"eval_size": 50}, "device": "cpu"}))
+        "retention": {"eval_size": 50}, "device": "cpu", "precision": "fp32"}))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

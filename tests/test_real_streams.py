@@ -414,7 +414,8 @@ def test_a_suite_runs_on_cifar_files_with_a_timm_vit_from_a_local_file(cifar_roo
     suite = {"backbones": {IN21K: {"pretrained_file": str(weights), "imagenet_dir": str(imagenet)}},
              "streams": {"split-cifar100": {"data_dir": str(cifar_root), "n_tasks": 2}},
              "strategies": {"lora": {"epochs": 1, "batch_size": 50}, "linear": {"epochs": 1, "batch_size": 50}},
-             "retention": {"protocols": {"knn": {"k": 2, "bank_size": 6}}, "eval_size": 6}, "device": "cpu"}
+             "retention": {"protocols": {"knn": {"k": 2, "bank_size": 6}}, "eval_size": 6}, "device": "cpu",
+             "precision": "fp32"}
     config = tmp_path / "cifar.yaml"
     config.write_text(yaml.safe_dump(suite))
     assert run_suite.main(["--config", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 0

@@ -66,12 +66,17 @@ def data_path(data_dir: str) -> Path:
 
 
 def train_transform(spec: ImageSpec, augment: str) -> Transform:
-    """`rrc_flip`: RandomResizedCrop (scale 0.08-1) + horizontal flip, no colour jitter (the CL papers' recipe);
-    `none`: the eval pipeline."""
+    """`rrc_flip`: RandomResizedCrop (scale `spec.train_scale`, 0.08-1 unless a recipe says otherwise) + horizontal
+    flip, no colour jitter (the CL papers' recipe); `none`: the eval pipeline.
+
+    timm's crop draws its box from Python's `random`, torchvision's from torch's generator: the same distribution,
+    not the same draws as a reference that uses torchvision's `RandomResizedCrop`."""
     if augment == "none":
         return eval_transform(spec)
-    return for_channels(create_transform(spec.input_size, is_training=True, interpolation=spec.interpolation,
-                                         mean=spec.mean, std=spec.std, hflip=0.5, color_jitter=0.0), spec)
+    return for_channels(create_transform(spec.input_size, is_training=True,
+                                         interpolation=spec.train_interpolation or spec.interpolation,
+                                         scale=spec.train_scale, mean=spec.mean, std=spec.std, hflip=0.5,
+                                         color_jitter=0.0), spec)
 
 
 class ImageFiles(Dataset):

@@ -7,7 +7,7 @@ or re-resizes an image.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """What a backbone expects: channels x height x width, normalisation and resize interpolation."""
+    """What a backbone expects: channels x height x width, normalisation and resize interpolation; and how training
+    crops (a run's input pipeline may change any of these: benchmark/recipe.py)."""
 
     input_size: tuple[int, int, int]
     mean: tuple[float, ...]
@@ -23,6 +24,8 @@ class ImageSpec:
     interpolation: str = "bilinear"
     crop_pct: float = 1.0  # evaluation: resize the shorter side to size / crop_pct, then centre-crop (timm)
     crop_mode: str = "center"
+    train_scale: tuple[float, float] = (0.08, 1.0)  # training's RandomResizedCrop area range (timm's default)
+    train_interpolation: Optional[str] = None  # training's crop interpolation; None: `interpolation`
 
     @classmethod
     def from_timm(cls, data_config: Mapping[str, Any]) -> ImageSpec:

@@ -116,14 +116,15 @@ def _require_every_class(name: str, datasets: Mapping[str, Dataset], unit_names:
 
 
 def class_incremental(name: str, train: Split, test: Split, n_tasks: int, seed: int, class_names: Sequence[str],
-                      *, augmented: bool = False, plain: Optional[Split] = None) -> Stream:
-    """Split the classes into `n_tasks` equal groups in a seeded order; labels become output units.
-    `augmented`: the train split's transform is random (tasks say so, and no frozen prefix is cached); `plain`: the
-    train split under the test transform, split into tasks the same way (`Task.train_plain`)."""
+                      *, shuffle: bool = True, augmented: bool = False, plain: Optional[Split] = None) -> Stream:
+    """Split the classes into `n_tasks` equal groups in a seeded order (`shuffle: false`: the data set's own order,
+    as InfLoRA's runs and VTAB's protocol use); labels become output units. `augmented`: the train split's transform
+    is random (tasks say so, and no frozen prefix is cached); `plain`: the train split under the test transform,
+    split into tasks the same way (`Task.train_plain`)."""
     num_classes = len(class_names)
     require(1 <= n_tasks <= num_classes and num_classes % n_tasks == 0, "n_tasks",
             f"a divisor of the {num_classes} classes", n_tasks)
-    order = seeded_class_order(num_classes, seed)
+    order = seeded_class_order(num_classes, seed) if shuffle else list(range(num_classes))
     unit_of_class = torch.empty(num_classes, dtype=torch.long)
     unit_of_class[torch.tensor(order)] = torch.arange(num_classes)
     splits = {"train": train, "test": test, **({"train_plain": plain} if plain is not None else {})}

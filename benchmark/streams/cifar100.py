@@ -31,6 +31,7 @@ class SplitCifar100Params:
     download: bool = False  # let torchvision download the archive (163 MB) when the folder is missing
     n_tasks: int = 10  # tasks; must divide the 100 classes
     augment: str = "rrc_flip"  # train augmentation: none or rrc_flip
+    shuffle: bool = True  # class order: seeded by the run (true) or CIFAR-100's own 0-99 (false)
 
     def __post_init__(self) -> None:
         require_folder(self.data_dir, "data_dir")
@@ -50,4 +51,4 @@ def split_cifar100(params: SplitCifar100Params, *, seed: int, image_spec: ImageS
         plain = copy.copy(train)
         plain.transform = eval_transform(image_spec)
     return class_incremental("split-cifar100", train, test, params.n_tasks, seed, train.classes,
-                             augmented=augmented, plain=plain)
+                             shuffle=params.shuffle, augmented=augmented, plain=plain)

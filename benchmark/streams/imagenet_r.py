@@ -66,6 +66,7 @@ class ImagenetRParams:
 @dataclass(frozen=True)
 class SplitImagenetRParams(ImagenetRParams):
     n_tasks: int = 10  # tasks; must divide the number of classes (200)
+    shuffle: bool = True  # class order: seeded by the run (true) or the sorted wnids' (false)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -102,7 +103,7 @@ def split_imagenet_r(params: SplitImagenetRParams, *, seed: int, image_spec: Ima
     else:
         splits = as_datasets(*(data.files.subset(side) for side in listed), image_spec, params.augment)
     return class_incremental("split-imagenet-r", splits.train, splits.test, params.n_tasks, seed, data.wnids,
-                             augmented=params.augment != "none", plain=splits.plain)
+                             shuffle=params.shuffle, augmented=params.augment != "none", plain=splits.plain)
 
 
 @register_stream("domain-imagenet-r", DomainImagenetRParams)

@@ -57,6 +57,7 @@ class SplitDigitsParams:
     n_tasks: int = 5  # tasks; must divide the 10 classes
     test_fraction: float = 0.2  # share of each class held out for testing
     split_seed: int = 0  # fixes the train/test split across runs
+    shuffle: bool = True  # class order: seeded by the run (true) or the digits' own 0-9 (false)
 
     def __post_init__(self) -> None:
         require(0.05 <= self.test_fraction <= 0.5, "test_fraction", "in [0.05, 0.5]", self.test_fraction)
@@ -88,7 +89,7 @@ def mini_split_digits(params: SplitDigitsParams, *, seed: int, image_spec: Image
     train, test = digits_split(params.test_fraction, params.split_seed)
     prepare = lambda x: normalize(resize(x, image_spec), image_spec)  # noqa: E731
     return class_incremental("mini-split-digits", (prepare(train[0]), train[1]), (prepare(test[0]), test[1]),
-                             params.n_tasks, seed, DIGIT_NAMES)
+                             params.n_tasks, seed, DIGIT_NAMES, shuffle=params.shuffle)
 
 
 @register_stream("mini-domain-digits", DomainDigitsParams)
