@@ -7,13 +7,14 @@ YAML mapping, rejecting unknown keys and wrong types with a message that names t
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, TypeVar, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
 
 import yaml
 
@@ -351,9 +352,41 @@ def read_yaml(path: Path, what: str, flag: str) -> Any:
         raise ConfigError(f"{what} {name} is not valid YAML{where}{problem}; fix the syntax") from None
 
 
-def load_suite(path: Path) -> SuiteConfig:
-    """Read and validate a YAML suite file; the suite's name is the file's stem."""
-    return parse_suite(read_extended(path), path.stem)
+def load_suite(path: Path, overrides: Sequence[str] = ()) -> SuiteConfig:
+    """Read and validate a YAML suite file, with `--set KEY=VALUE` `overrides` applied first; the suite's name is the
+    file's stem."""
+    return parse_suite(apply_overrides(read_extended(path), overrides), path.stem)
+
+
+def apply_overrides(raw: Any, overrides: Sequence[str]) -> Any:
+    """The suite mapping with each `KEY=VALUE` set: KEY a dotted path (`strategies.lora.rank`, `seeds`), created where
+    it is missing; VALUE read as YAML (`4`, `1.0e-4`, `[1, 2, 3]`, `{rank: 4}`). The result is validated as the file
+    is, so a wrong key or value is the same one-line error it would be in the file."""
+    if not overrides:
+        return raw
+    if not isinstance(raw, dict):
+        raise ConfigError("--set: the suite file must hold a mapping to set keys in")
+    result = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {item!r}: must be KEY=VALUE with a dotted KEY, e.g. strategies.lora.rank=4")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: the value {text!r} is not valid YAML") from None
+        node = result
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {'.'.join(parts[:depth + 1])} is {child!r} in the file, not a mapping "
+                                  "of keys; set it whole instead")
+            node = child
+        node[parts[-1]] = value
+    return result
 
 
 def read_extended(path: Path) -> Any:

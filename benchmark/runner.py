@@ -90,7 +90,7 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
         strategy.eval()
         before = retention(StrategyFeatures(strategy, runtime))
         progress = Progress(retained={name: [value] for name, value in before.items()})
-    # a joint upper bound trains once on every task's data; its one evaluation fills every row (README)
+    # a joint upper bound trains once on every task's data; its one evaluation fills every row (docs/strategies/index.md)
     tasks, repeats = ((joint_task(stream),), len(stream.tasks)) if strategy.joint else (stream.tasks, 1)
     remaining = tasks[progress.tasks_done // repeats:]
     for task in runtime.bar(remaining, desc=f"{spec.strategy} on {spec.stream}", total=len(remaining)):

@@ -151,10 +151,12 @@ def to_stderr(line: str) -> None:
 
 
 def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpoints: bool = False,
-              notify: Callable[[str], None] = to_stderr) -> SuiteOutcome:
+              notify: Callable[[str], None] = to_stderr,
+              finished: Callable[[RunSpec, str, Path], None] = lambda spec, status, path: None) -> SuiteOutcome:
     """Run every spec not finished yet on the chosen executor; per-task checkpoints let an interrupted run resume,
     and are removed once its result is written unless `keep_checkpoints`. A stored result or checkpoint that does
-    not check out is not trusted: the run goes again, and `notify` gets one line naming the file and why."""
+    not check out is not trusted: the run goes again, and `notify` gets one line naming the file and why.
+    `finished(spec, status, result path)` is called as each run ends, in the order they end."""
     specs = plan_runs(config, runtime)
     tracking = plan_tracking(config)
     executor = EXECUTORS.get(config.executor.name)
@@ -177,6 +179,7 @@ def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpo
         for job, status in runtime.bar(statuses, desc="runs", total=len(todo), leave=True):
             {STATUS_OK: outcome.ran, STATUS_DIVERGED: outcome.diverged}.get(status, outcome.failed).append(
                 job.spec.run_id)
+            finished(job.spec, status, result_path(out_dir, job.spec.run_id))
     return outcome
 
 

@@ -66,7 +66,7 @@ def vit_flops(patches: int, width: int, depth: int, patch_pixels: int, classes: 
 
 
 def test_vit_b16_and_vit_mini_flops_are_the_readme_numbers():
-    """README (Performance, Costs): ViT-B/16 at 224 px is 35.13 GFLOPs per image in the suite's convention (1
+    """docs/performance.md: ViT-B/16 at 224 px is 35.13 GFLOPs per image in the suite's convention (1
     multiply-add = 2 FLOPs; its multiply-add count is the 17.6 G often quoted), 127x the bundled vit-mini's 0.277.
     ViT-B/16 with random weights."""
     import timm

@@ -1,6 +1,7 @@
 """Reports from small fabricated results, edge cases included: several seeds, one seed, a failed run, a strategy
 without retention numbers, a one-task stream, gate masks."""
 
+import math
 import re
 import shutil
 import subprocess
@@ -78,7 +79,8 @@ def test_leaderboards_hold_means_and_stds_over_seeds(results_dir, tmp_path):
     split = pd.read_csv(out / "leaderboard_split.csv")
     assert list(split["strategy"]) == ["gated", "both", "full_ft", "linear", "no_retention"]  # best first; ties by name
     markdown = (out / "leaderboard.md").read_text()
-    assert "| 65.00 [1.47, 128.53] |" in markdown and "no_retention" in markdown  # 65 ± 12.706 · 7.071 / sqrt 2
+    # seeds at 60 and 70: the t-interval of their logits, mapped back (the plain one, [1.47, 128.53], leaves [0, 100])
+    assert "| 65.00 [10.15, 96.87] |" in markdown and "no_retention" in markdown
 
 
 def test_each_retention_protocol_gets_its_own_columns(results_dir, tmp_path):
@@ -124,8 +126,10 @@ def test_leaderboard_intervals_and_comparison_columns(results_dir, tmp_path):
     reports_main([str(results_dir), "--out", str(out)])
     board = pd.read_csv(out / "leaderboard_split.csv").set_index("strategy")
     full = board.loc["full_ft"]
-    half = 12.706204736 * pd.Series([60.0, 70.0]).std() / 2 ** 0.5
-    assert (full["avg_acc_ci_low"], full["avg_acc_ci_high"]) == pytest.approx((65 - half, 65 + half), abs=1e-4)
+    logits = pd.Series([60.0, 70.0]).map(lambda v: math.log(v / (100 - v)))
+    half = 12.706204736 * logits.std() / 2 ** 0.5  # t_{0.975, 1} on the logit scale, then mapped back
+    expected = [100 / (1 + math.exp(-(logits.mean() + sign * half))) for sign in (-1, 1)]
+    assert [full["avg_acc_ci_low"], full["avg_acc_ci_high"]] == pytest.approx(expected, abs=1e-4)
     assert pd.isna(board.loc["linear", "avg_acc_ci_low"]) and pd.isna(board.loc["linear", "avg_acc_ci_high"])
     assert set(board["reference"]) == {"gated"} and board.loc["gated", "indistinguishable_from_best"]
     assert (board.drop("gated")["n_pairs"] == 1).all()  # seed 0 shared; one pair is no test
