@@ -36,6 +36,8 @@ def parse_args(argv: list[str], prog: str = "run_suite.py") -> argparse.Namespac
     parser.add_argument("--config", type=Path, default=None, help="YAML suite (default: configs/mini.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of the suite file, e.g. --set strategies.lora.rank=4 --set seeds=[1,2]")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import a module that registers strategies, streams or backbones (a plugin)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: results/<config name>)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the config's seeds")
     parser.add_argument("--strategies", nargs="+", default=None, help="run only these strategies")
@@ -85,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"name": args.executor, "workers": args.workers, "ray_address": args.ray_address,
                  "submitit_cluster": args.submitit_cluster}
     config = select(load_suite(args.config, args.overrides), streams=args.streams, strategies=args.strategies,
-                    seeds=args.seeds, executor={k: v for k, v in overrides.items() if v is not None})
+                    seeds=args.seeds, executor={k: v for k, v in overrides.items() if v is not None},
+                    imports=args.imports)
     out_dir = args.out or Path("results") / config.name
     require_folder(out_dir, "--out", writable=True)
     runtime = Runtime.resolve(config.device, config.precision, progress=not args.quiet,

@@ -226,10 +226,11 @@ class SuiteConfig:
     tracking: tuple[Component, ...] = ()  # experiment-tracking sinks (benchmark/tracking/), none by default
     share: bool = True  # evaluations that cannot differ computed once per process (same numbers either way)
     published: tuple[Any, ...] = ()  # published numbers shown beside the measured ones (benchmark/published.py)
+    imports: tuple[str, ...] = ()  # modules registering strategies, streams or backbones (benchmark/plugins.py)
 
 
 SUITE_KEYS = ("backbones", "streams", "strategies", "seeds", "class_order_seed", "train_seed", "retention", "device",
-              "precision", "loader_workers", "executor", "comparison", "tracking", "share", "published")
+              "precision", "loader_workers", "executor", "comparison", "tracking", "share", "published", "imports")
 
 
 def _split_seeds(raw: Mapping[str, Any]) -> tuple[Optional[int], Optional[int]]:
@@ -303,6 +304,7 @@ def parse_suite(raw: Any, name: str) -> SuiteConfig:
         share=_coerce(raw.get("share", True), bool, "share"),
         tracking=_components(raw["tracking"], "tracking") if raw.get("tracking") else (),
         published=published,
+        imports=_coerce(raw.get("imports", []), tuple[str, ...], "imports"),
     )
 
 
@@ -412,7 +414,8 @@ def read_extended(path: Path) -> Any:
 
 
 def select(config: SuiteConfig, *, streams: list[str] | None = None, strategies: list[str] | None = None,
-           seeds: list[int] | None = None, executor: Mapping[str, Any] | None = None) -> SuiteConfig:
+           seeds: list[int] | None = None, executor: Mapping[str, Any] | None = None,
+           imports: Sequence[str] = ()) -> SuiteConfig:
     """Narrow (or extend) a suite from the command line: named components keep their configured hyper-parameters,
     names the file does not list run with their defaults."""
     def pick(configured: tuple[Component, ...], names: list[str] | None) -> tuple[Component, ...]:
@@ -429,4 +432,5 @@ def select(config: SuiteConfig, *, streams: list[str] | None = None, strategies:
         strategies=pick(config.strategies, strategies),
         seeds=tuple(seeds) if seeds is not None else config.seeds,
         executor=make_config(ExecutorConfig, {**dataclasses.asdict(config.executor), **(executor or {})}, "executor"),
+        imports=tuple(dict.fromkeys([*config.imports, *imports])),
     )

@@ -24,6 +24,7 @@ from benchmark import costs
 from benchmark.backbones import Backbone, build_backbone
 from benchmark.config import SuiteConfig
 from benchmark.errors import DatasetMissingError
+from benchmark.plugins import load_plugins
 from benchmark.recipe import input_pipeline
 from benchmark.results import RunSpec
 from benchmark.retention import build_retention
@@ -55,6 +56,7 @@ class PlannedRun:
 
 def dry_run(config: SuiteConfig, runtime: Runtime, check_data: bool = True) -> list[PlannedRun]:
     """Every run `config` plans, checked and sized; raises the UserInputError a real run would raise first."""
+    load_plugins(config.imports)
     specs = plan_runs(config, runtime)
     plan_tracking(config)  # sink names, hyper-parameters, installed packages
     backbones: dict[str, Backbone] = {}
