@@ -124,9 +124,11 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
 
     matrix, retained = progress.matrix, progress.retained
     test_sizes = list(tests.sizes)
+    evaluated = sum(test_sizes) + len(retention.eval_set.labels)  # images scored at each evaluation point
     cost = {**costs.parameter_counts(strategy), "flops_per_image": costs.flops_per_image(strategy, tests.first_image()),
             "train_s": progress.train_s, "eval_s": progress.eval_s, "wall_time_s": _clock(runtime) - started,
             "threads": torch.get_num_threads(),
+            **costs.throughput(sum(len(task.train) for task in tasks), progress.train_s, evaluated, progress.eval_s),
             **costs.peak_memory_mb(runtime.device)}
     extra = strategy.report()
     found, diagnosed = diagnostics.run_diagnostics(progress.diagnostics, matrix, test_sizes, units, progress.confusion)
