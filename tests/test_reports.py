@@ -4,6 +4,7 @@ without retention numbers, a one-task stream, gate masks."""
 import math
 import re
 import shutil
+import sys
 import subprocess
 from pathlib import Path
 
@@ -222,3 +223,17 @@ def test_joint_upper_bounds_are_neither_the_reference_nor_compared(tmp_path):
     assert pd.isna(joint["p_vs_best"]) and pd.isna(joint["indistinguishable_from_best"])
     assert verdict(joint) == "upper bound" and verdict(rows["full_ft"]) == "best"
     assert rows["linear"]["n_pairs"] == 3 and rows["linear"]["diff_vs_best"] < 0
+
+
+def test_the_docs_results_table_is_regenerated_from_result_files(results_dir):  # noqa: F811
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        from results_table import table
+    finally:
+        sys.path.pop(0)
+    lines = table([results_dir]).splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header[:5] == ["stream", "strategy", "avg_acc", "avg_inc_acc", "bwt"] and "pretrain_drop knn" in header
+    rows = {tuple(c.strip() for c in line.strip("|").split("|"))[:3] for line in lines[2:]}
+    assert ("split", "full_ft", "65.00") in rows  # seeds 0 and 1: (40 + 80) / 2 and (50 + 90) / 2, averaged
+    assert ("one-task", "linear", "55.00") in rows and not any(r[1] == "broken" for r in rows)  # failed runs left out
