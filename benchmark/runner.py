@@ -161,7 +161,8 @@ def class_order(spec: RunSpec, stream: Stream) -> str:
 
 
 def _identity(spec: RunSpec, stream: Stream) -> dict[str, Any]:
-    """What was run: the spec and the stream as it was built (class order, task names and classes)."""
+    """What was run: the spec and the stream as it was built (class order, task names and classes; for a folder
+    benchmark, the digest of the image files it read)."""
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": spec.run_id,
@@ -178,5 +179,6 @@ def _identity(spec: RunSpec, stream: Stream) -> dict[str, Any]:
         "class_order": list(stream.class_order),
         "task_names": [task.name for task in stream.tasks],
         "task_classes": [list(task.classes) for task in stream.tasks],
+        **({"manifest_sha256": stream.manifest_sha256} if stream.manifest_sha256 else {}),
         "config": spec.as_dict(),
     }

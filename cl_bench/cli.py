@@ -1,4 +1,5 @@
-"""`cl-bench run | dry-run | report | list`: the console command `pip install .` installs ([project.scripts]).
+"""`cl-bench run | dry-run | report | list | manifest`: the console command `pip install .` installs
+([project.scripts]).
 
 Each sub-command hands its arguments to the existing entry point, so the options, defaults, outputs and exit codes
 are those of the scripts, parsed by the same code (their help and errors name the sub-command):
@@ -8,6 +9,7 @@ are those of the scripts, parsed by the same code (their help and errors name th
     cl-bench report RESULTS_DIR ... [--out]    = python -m reports RESULTS_DIR ... [--out]
     cl-bench list                              the registered strategies (with presets), streams, backbones, input
                                                pipelines, retention protocols, tracking sinks and shipped configs
+    cl-bench manifest FOLDER [--out FILE]      = python -m benchmark.datasets.class_folders FOLDER [--out FILE]
     cl-bench --version
 """
 
@@ -17,12 +19,13 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-USAGE = ("usage: cl-bench {run,dry-run,report,list} [options] | cl-bench --version   (cl-bench <command> --help "
-         "lists a command's options)\n"
+USAGE = ("usage: cl-bench {run,dry-run,report,list,manifest} [options] | cl-bench --version   (cl-bench <command> "
+         "--help lists a command's options)\n"
          "  run       run a suite (as run_suite.py)\n"
          "  dry-run   check a suite and size its runs without training (as run_suite.py --dry-run)\n"
          "  report    leaderboards, plots and report.html from stored results (as python -m reports)\n"
-         "  list      what can be named in a suite file: strategies, streams, backbones, pipelines, configs")
+         "  list      what can be named in a suite file: strategies, streams, backbones, pipelines, configs\n"
+         "  manifest  write the split manifest of a benchmark folder (train/ and test/ class folders)")
 
 
 def _run(args: list[str]) -> int:
@@ -91,7 +94,14 @@ def version() -> str:
         return "cl-bench (not installed; source tree " + str(Path(__file__).resolve().parent.parent) + ")"
 
 
-COMMANDS: dict[str, Callable[[list[str]], int]] = {"run": _run, "dry-run": _dry_run, "report": _report, "list": _list}
+def _manifest(args: list[str]) -> int:
+    from benchmark.datasets.class_folders import main as manifest_main
+
+    return manifest_main(args)
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {"run": _run, "dry-run": _dry_run, "report": _report, "list": _list,
+                                                   "manifest": _manifest}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
