@@ -207,6 +207,39 @@ class ComparisonConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CacheConfig:
+    """Where frozen features persist between worker processes and invocations (benchmark/feature_store.py); the YAML
+    key `cache`: `false` (memory only), `true` (the default), a folder, or a mapping of these fields."""
+
+    enabled: bool = True
+    folder: str = ""  # "" = <results folder>/cache/features; share one folder between suites to share their features
+    limit_gb: float = 20.0  # least recently used entries are deleted beyond this
+
+    def __post_init__(self) -> None:
+        require(0 < self.limit_gb <= 2**20, "cache.limit_gb", "a size in GB, > 0", self.limit_gb)
+
+    def folder_for(self, out_dir: Path) -> Optional[Path]:
+        """The store's folder for a suite writing to `out_dir`, or None when the cache is off."""
+        if not self.enabled:
+            return None
+        return Path(self.folder).expanduser() if self.folder else out_dir / "cache" / "features"
+
+    @property
+    def limit_bytes(self) -> int:
+        return int(self.limit_gb * 2**30)
+
+
+def parse_cache(raw: Any) -> CacheConfig:
+    """`cache:` as a flag, a folder or a mapping."""
+    if isinstance(raw, bool):
+        return CacheConfig(enabled=raw)
+    if isinstance(raw, str):
+        require(raw.strip() != "", "cache", "true, false, a folder or a mapping with enabled / folder / limit_gb", raw)
+        return CacheConfig(folder=raw)
+    return make_config(CacheConfig, raw, "cache")
+
+
+@dataclasses.dataclass(frozen=True)
 class SuiteConfig:
     """One YAML suite: the grid backbones x streams x strategies x seeds and how to run it."""
 
@@ -225,12 +258,14 @@ class SuiteConfig:
     comparison: ComparisonConfig = ComparisonConfig()
     tracking: tuple[Component, ...] = ()  # experiment-tracking sinks (benchmark/tracking/), none by default
     share: bool = True  # evaluations that cannot differ computed once per process (same numbers either way)
+    cache: CacheConfig = CacheConfig()  # ... and, with `share`, kept on disk for other processes and invocations
     published: tuple[Any, ...] = ()  # published numbers shown beside the measured ones (benchmark/published.py)
     imports: tuple[str, ...] = ()  # modules registering strategies, streams or backbones (benchmark/plugins.py)
 
 
 SUITE_KEYS = ("backbones", "streams", "strategies", "seeds", "class_order_seed", "train_seed", "retention", "device",
-              "precision", "loader_workers", "executor", "comparison", "tracking", "share", "published", "imports")
+              "precision", "loader_workers", "executor", "comparison", "tracking", "share", "cache", "published",
+              "imports")
 
 
 def _split_seeds(raw: Mapping[str, Any]) -> tuple[Optional[int], Optional[int]]:
@@ -302,6 +337,7 @@ def parse_suite(raw: Any, name: str) -> SuiteConfig:
         executor=make_config(ExecutorConfig, raw.get("executor"), "executor"),
         comparison=make_config(ComparisonConfig, raw.get("comparison"), "comparison"),
         share=_coerce(raw.get("share", True), bool, "share"),
+        cache=parse_cache(raw.get("cache")),
         tracking=_components(raw["tracking"], "tracking") if raw.get("tracking") else (),
         published=published,
         imports=_coerce(raw.get("imports", []), tuple[str, ...], "imports"),

@@ -28,7 +28,7 @@ from benchmark.recipe import input_pipeline, recipe_block
 from benchmark.results import STATUS_OK, SCHEMA_VERSION, RunSpec
 from benchmark.retention import build_retention
 from benchmark.runtime import Runtime
-from benchmark.sharing import MEMO
+from benchmark.sharing import MEMO, use_store
 from benchmark.streams import Stream, build_stream, joint_task
 from benchmark.streams.base import CLASS_INCREMENTAL
 from strategies.base import build_strategy
@@ -76,6 +76,7 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
     state after each task is saved there, and a checkpoint left by an interrupted run is resumed from. `on_task`
     (experiment tracking) sees the progress after each task, once it is checkpointed."""
     started = _clock(runtime)
+    use_store(runtime.store if runtime.share else None, runtime.store_limit_bytes)
     costs.reset_peak_memory(runtime.device)
     backbone = backbone or build_backbone(spec.backbone, **spec.backbone_params)
     stream, tests = stream_and_tests(spec, backbone, runtime)

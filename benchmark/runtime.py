@@ -63,6 +63,8 @@ class Runtime:
     share: bool = True  # evaluations that cannot differ are computed once per process (benchmark.sharing)
     precision_reason: str = ""  # why this precision (printed once, recorded in every result)
     cpu_capability: str = ""  # PyTorch's CPU kernel level and whether the CPU has native bf16
+    store: Optional[str] = None  # with `share`: folder of the persistent feature store (benchmark/feature_store.py)
+    store_limit_bytes: int = 0
 
     @classmethod
     def resolve(cls, device: str = "auto", precision: str = "auto", progress: bool = True,
@@ -95,6 +97,10 @@ class Runtime:
             return self
         return dataclasses.replace(self, amp_dtype=torch.bfloat16 if precision == "bf16" else None,
                                    precision_reason=f"{precision}: the strategy's recipe (its `precision:`)")
+
+    def with_store(self, folder: Optional[Path], limit_bytes: int) -> Runtime:
+        """This runtime keeping shared features on disk in `folder` too (None: in memory only)."""
+        return dataclasses.replace(self, store=None if folder is None else str(folder), store_limit_bytes=limit_bytes)
 
     def precision_line(self) -> str:
         """The choice of precision in one line, as a suite prints it when it starts."""

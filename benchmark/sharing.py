@@ -31,11 +31,15 @@ import contextlib
 import weakref
 from collections import OrderedDict
 from itertools import chain
-from typing import Callable, Iterable, Iterator, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
 
 import torch
 import xxhash
 from torch import nn
+
+if TYPE_CHECKING:
+    from benchmark.feature_store import FeatureStore
 
 PLAIN = (bool, int, float, str, type(None))
 MEMO_LIMIT_BYTES = 1 * 2**30  # features kept at most; the least recently used go first
@@ -61,6 +65,13 @@ def tensor_bytes(tensor: torch.Tensor) -> bytes:
     return flat.view(torch.uint8).cpu().numpy().tobytes() if flat.numel() else b""
 
 
+def content_digest(tensor: torch.Tensor) -> str:
+    """XXH3-128 of a tensor's dtype, shape and bytes."""
+    digest = xxhash.xxh3_128(repr((str(tensor.dtype), tuple(tensor.shape))).encode())
+    digest.update(tensor_bytes(tensor))
+    return digest.hexdigest()
+
+
 class _TensorDigests:
     """Content digests of tensors (dtype, shape, bytes), computed once per tensor object and version (tensors are
     held weakly, so a freed tensor's id, reused by another tensor, is never mistaken for it)."""
@@ -73,13 +84,12 @@ class _TensorDigests:
         known = self._known.get(id(tensor))
         if known is not None and known[0]() is tensor and known[1] == tensor._version:
             return known[2]
-        digest = xxhash.xxh3_128(repr((str(tensor.dtype), tuple(tensor.shape))).encode())
-        digest.update(tensor_bytes(tensor))
+        digest = content_digest(tensor)
         if len(self._known) >= self._prune_at:  # forget freed tensors now and then
             self._known = {k: v for k, v in self._known.items() if v[0]() is not None}
             self._prune_at = max(1024, 2 * len(self._known))
-        self._known[id(tensor)] = (weakref.ref(tensor), tensor._version, digest.hexdigest())
-        return digest.hexdigest()
+        self._known[id(tensor)] = (weakref.ref(tensor), tensor._version, digest)
+        return digest
 
 
 tensor_digest = _TensorDigests()
@@ -134,6 +144,7 @@ class FeatureMemo:
 
 
 MEMO = FeatureMemo()  # one per process
+STORE: list[Optional[FeatureStore]] = [None]  # the persistent store below the memo (`use_store`), if any
 _PAUSED = [0]  # > 0: inside `computing_everything`
 
 
@@ -147,13 +158,27 @@ def computing_everything() -> Iterator[None]:
         _PAUSED[0] -= 1
 
 
-def memoised(network_key: str, images: object, context: tuple,
-             compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """`compute()` (a network's outputs on `images`), or the stored result of the same computation. Images that are
-    not a tensor in memory are computed every time."""
+def use_store(folder: Optional[str], limit_bytes: int) -> None:
+    """Keep memoised features on disk in `folder` too (benchmark/feature_store.py), or, with None, in memory only."""
+    from benchmark.feature_store import FeatureStore  # the store builds on this module's digests
+
+    current = STORE[0]
+    if folder is None:
+        STORE[0] = None
+    elif current is None or current.root != Path(folder) or current.limit_bytes != limit_bytes:
+        STORE[0] = FeatureStore(Path(folder), limit_bytes)
+
+
+def memoised(network_key: str, images: object, context: tuple, compute: Callable[[], torch.Tensor],
+             persist: bool = True) -> torch.Tensor:
+    """`compute()` (a network's outputs on `images`), or the stored result of the same computation: from this
+    process's memo, else, when `persist` and a store is in use, from disk. Images that are not a tensor in memory
+    are computed every time."""
     if not isinstance(images, torch.Tensor) or _PAUSED[0]:
         return compute()
-    return MEMO.get_or_compute((network_key, tensor_digest(images), context), compute)
+    key = (network_key, tensor_digest(images), context)
+    store = STORE[0] if persist else None
+    return MEMO.get_or_compute(key, compute if store is None else lambda: store.get_or_compute(key, compute))
 
 
 def shared_pass(network: nn.Module, identity: str, fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
@@ -161,7 +186,8 @@ def shared_pass(network: nn.Module, identity: str, fn: Callable[[torch.Tensor], 
     """`fn(inputs)`, a gradient-free pass through `network` (whose fingerprint with `identity` and `skip` must
     decide it), or the stored outputs of an earlier pass of an equal network on equal inputs: the same tensor. For
     passes inside a strategy on one batch at a time, such as prompt methods' frozen query. A pass with autograd on,
-    or with any module in train mode (dropout would draw random numbers), is always computed."""
+    or with any module in train mode (dropout would draw random numbers), is always computed. Batches are kept in
+    memory only (one file per training batch would cost more than it saves)."""
     if not share or torch.is_grad_enabled() or any(module.training for module in network.modules()):
         return fn(inputs)
-    return memoised(module_fingerprint(network, identity, skip), inputs, context, lambda: fn(inputs))
+    return memoised(module_fingerprint(network, identity, skip), inputs, context, lambda: fn(inputs), persist=False)

@@ -162,6 +162,8 @@ def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpo
     not check out is not trusted: the run goes again, and `notify` gets one line naming the file and why.
     `finished(spec, status, result path)` is called as each run ends, in the order they end."""
     load_plugins(config.imports)
+    if config.share:
+        runtime = runtime.with_store(config.cache.folder_for(out_dir), config.cache.limit_bytes)
     specs = plan_runs(config, runtime)
     tracking = plan_tracking(config)
     executor = EXECUTORS.get(config.executor.name)

@@ -82,7 +82,8 @@ def run(config: Union[SuiteConfig, Mapping[str, Any], str, Path], out: Union[str
     from benchmark.suite import run_suite
 
     suite = suite_config(config, name)
-    runtime = Runtime.resolve(suite.device, suite.precision, progress=progress, loader_workers=suite.loader_workers)
+    runtime = Runtime.resolve(suite.device, suite.precision, progress=progress, loader_workers=suite.loader_workers,
+                              share=suite.share)
     run_suite(suite, Path(out), runtime, keep_checkpoints=keep_checkpoints)
     report(out)
     return load_results(out)

@@ -11,7 +11,7 @@ import yaml
 from benchmark.evaluation import StrategyFeatures
 from benchmark.results import iter_results
 from benchmark.runtime import Runtime
-from benchmark.sharing import MEMO, computing_everything, module_fingerprint, shared_pass
+from benchmark.sharing import MEMO, STORE, computing_everything, module_fingerprint, shared_pass
 from conftest import builtin_strategies
 from strategies import STRATEGIES
 from strategies.base import build_strategy
@@ -39,26 +39,32 @@ def numbers(out) -> dict:
     return results
 
 
-def test_shared_and_unshared_suites_write_the_same_results_for_every_strategy(tmp_path, tiny_backbone_params):
+def test_shared_stored_and_unshared_suites_write_the_same_results_for_every_strategy(tmp_path, tiny_backbone_params):
+    """Shared in memory (the default store under the results folder filled on the way), then in a fresh memo from
+    that store only (as another process or invocation would), then nothing shared: the same results."""
     names = builtin_strategies()
+    store = tmp_path / "out-memory" / "cache" / "features"
     outs = {}
-    for share in (True, False):
-        config = tmp_path / f"share-{share}.yaml"
+    for mode, settings in [("memory", {}), ("store", {"cache": str(store)}), ("off", {"share": False})]:
+        config = tmp_path / f"{mode}.yaml"
         config.write_text(yaml.safe_dump({
             "backbones": {"vit-mini": tiny_backbone_params},
             "streams": {"mini-split-digits": {"n_tasks": 2}, "mini-domain-digits": {"domains": ["clean", "rotated"]}},
             "strategies": {name: cheap(name) for name in names}, "retention": {"eval_size": 60,
                                                                               "protocols": {"head": {}, "knn": {"bank_size": 40}}},
-            "device": "cpu", "precision": "bf16", "share": share}))
+            "device": "cpu", "precision": "bf16", **settings}))
         MEMO.clear()
-        assert suite(config, tmp_path / f"out-{share}") == 0
-        if share:
+        assert suite(config, tmp_path / f"out-{mode}") == 0
+        if mode == "memory":
             assert MEMO.hits > 0  # something was shared: the comparison below is not between two unshared suites
+            assert STORE[0].misses > 0 and STORE[0].hits == 0 and any(store.glob("*.pt"))
+        elif mode == "store":  # every feature the memo missed came from disk, none was computed again
+            assert STORE[0].hits == MEMO.misses > 0 and STORE[0].misses == STORE[0].damaged == 0
         else:
             assert MEMO.hits == MEMO.misses == 0
-        outs[share] = numbers(tmp_path / f"out-{share}")
-    assert len(outs[True]) == 2 * len(names)
-    assert outs[True] == outs[False]
+        outs[mode] = numbers(tmp_path / f"out-{mode}")
+    assert len(outs["memory"]) == 2 * len(names)
+    assert outs["memory"] == outs["store"] == outs["off"]
 
 
 def test_fingerprint_follows_tensors_settings_and_hooks(backbone):
