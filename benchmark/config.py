@@ -14,13 +14,14 @@ or in an error message. Messages echo values through `benchmark.errors.shown`: b
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, TypeVar, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
 
 import yaml
 
@@ -248,10 +249,11 @@ class SuiteConfig:
     tracking: tuple[Component, ...] = ()  # experiment-tracking sinks (benchmark/tracking/), none by default
     share: bool = True  # evaluations that cannot differ computed once per process (same numbers either way)
     published: tuple[Any, ...] = ()  # published numbers shown beside the measured ones (benchmark/published.py)
+    imports: tuple[str, ...] = ()  # modules registering strategies, streams or backbones (benchmark/plugins.py)
 
 
 SUITE_KEYS = ("backbones", "streams", "strategies", "seeds", "class_order_seed", "train_seed", "retention", "device",
-              "precision", "loader_workers", "executor", "comparison", "tracking", "share", "published")
+              "precision", "loader_workers", "executor", "comparison", "tracking", "share", "published", "imports")
 
 
 def _split_seeds(raw: Mapping[str, Any]) -> tuple[Optional[int], Optional[int]]:
@@ -329,6 +331,7 @@ def parse_suite(raw: Any, name: str) -> SuiteConfig:
         share=_coerce(raw.get("share", True), bool, "share"),
         tracking=_components(raw["tracking"], "tracking") if raw.get("tracking") else (),
         published=published,
+        imports=_coerce(raw.get("imports", []), tuple[str, ...], "imports"),
     )
 
 
@@ -344,7 +347,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 continue
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, typing.Hashable) and key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice",
+                raise yaml.constructor.ConstructorError(None, None, f"key {shown(key)} appears twice",
                                                         key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -400,13 +403,11 @@ def _read_text(path: Path, what: str, flag: str) -> str:
                           f"{flag}") from None
 
 
-def read_yaml(path: Path, what: str, flag: str) -> Any:
-    """The YAML document in `path`: a missing file, a folder, a FIFO or device, a file over MAX_YAML_BYTES, text
-    that is not UTF-8 or not YAML, a key given twice, nesting deeper than Python recurses, or aliases expanding to
-    more than MAX_YAML_NODES values is a ConfigError naming the file (`what`: e.g. 'config file'; `flag`: how to
-    pass another). The document is composed and measured before any Python value is built from it."""
-    name = repr(str(path))
-    loader = _UniqueKeyLoader(_read_text(path, what, flag))
+def parse_yaml(text: str, subject: str) -> Any:
+    """The YAML document `text`: not YAML, a key given twice, nesting deeper than Python recurses, or aliases
+    expanding to more than MAX_YAML_NODES values is a ConfigError beginning with `subject` (e.g. "config file 'x.yaml'").
+    The document is composed and measured before any Python value is built from it."""
+    loader = _UniqueKeyLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -417,19 +418,55 @@ def read_yaml(path: Path, what: str, flag: str) -> Any:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         problem = f" ({brief(error.problem)})" if getattr(error, "problem", None) else ""
-        raise ConfigError(f"{what} {name} is not valid YAML{where}{problem}; fix the syntax") from None
+        raise ConfigError(f"{subject} is not valid YAML{where}{problem}; fix the syntax") from None
     except RecursionError:
-        raise ConfigError(f"{what} {name} nests values too deeply; flatten it") from None
+        raise ConfigError(f"{subject} nests values too deeply; flatten it") from None
     except ValueError as error:  # an alias bomb, a self-containing alias, an integer of more than 4300 digits
-        raise ConfigError(f"{what} {name} cannot be used: {brief(str(error))}; remove the aliases or values "
+        raise ConfigError(f"{subject} cannot be used: {brief(str(error))}; remove the aliases or values "
                           "that cause it") from None
     finally:
         loader.dispose()
 
 
-def load_suite(path: Path) -> SuiteConfig:
-    """Read and validate a YAML suite file; the suite's name is the file's stem."""
-    return parse_suite(read_extended(path), path.stem)
+def read_yaml(path: Path, what: str, flag: str) -> Any:
+    """The YAML document in `path` (`parse_yaml`): a missing file, a folder, a FIFO or device, a file over
+    MAX_YAML_BYTES or text that is not UTF-8 is a ConfigError naming the file too (`what`: e.g. 'config file';
+    `flag`: how to pass another)."""
+    return parse_yaml(_read_text(path, what, flag), f"{what} {str(path)!r}")
+
+
+def load_suite(path: Path, overrides: Sequence[str] = ()) -> SuiteConfig:
+    """Read and validate a YAML suite file, with `--set KEY=VALUE` `overrides` applied first; the suite's name is the
+    file's stem."""
+    return parse_suite(apply_overrides(read_extended(path), overrides), path.stem)
+
+
+def apply_overrides(raw: Any, overrides: Sequence[str]) -> Any:
+    """The suite mapping with each `KEY=VALUE` set: KEY a dotted path (`strategies.lora.rank`, `seeds`), created where
+    it is missing; VALUE read as YAML (`4`, `1.0e-4`, `[1, 2, 3]`, `{rank: 4}`). The result is validated as the file
+    is, so a wrong key or value is the same one-line error it would be in the file."""
+    if not overrides:
+        return raw
+    if not isinstance(raw, dict):
+        raise ConfigError("--set: the suite file must hold a mapping to set keys in")
+    result = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {shown(item)}: must be KEY=VALUE with a dotted KEY, e.g. strategies.lora.rank=4")
+        value = parse_yaml(text, f"--set {brief(key)}: the value {shown(text)}")
+        node = result
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {brief(key)}: {brief('.'.join(parts[:depth + 1]))} is {shown(child)} in the "
+                                  "file, not a mapping of keys; set it whole instead")
+            node = child
+        node[parts[-1]] = value
+    return result
 
 
 def read_extended(path: Path) -> Any:
@@ -442,10 +479,10 @@ def read_extended(path: Path) -> Any:
         base = raw.pop("extends")
         if not isinstance(base, str) or not base:
             raise ConfigError(f"extends: in {str(path)!r} must name a suite file (a path relative to it), got "
-                              f"{base!r}")
+                              f"{shown(base)}")
         path = seen[-1].parent / base
         if path.resolve() in seen:
-            raise ConfigError(f"extends: {base!r} in {str(seen[-1])!r} makes a cycle of suite files; remove one")
+            raise ConfigError(f"extends: {shown(base)} in {str(seen[-1])!r} makes a cycle of suite files; remove one")
         parent = read_yaml(path, "base suite file", f"`extends:` in {seen[-1].name}")
         if not isinstance(parent, dict):
             raise ConfigError(f"base suite file {str(path)!r} must hold a mapping; fix it or the `extends:` naming it")
@@ -455,7 +492,8 @@ def read_extended(path: Path) -> Any:
 
 
 def select(config: SuiteConfig, *, streams: list[str] | None = None, strategies: list[str] | None = None,
-           seeds: list[int] | None = None, executor: Mapping[str, Any] | None = None) -> SuiteConfig:
+           seeds: list[int] | None = None, executor: Mapping[str, Any] | None = None,
+           imports: Sequence[str] = ()) -> SuiteConfig:
     """Narrow (or extend) a suite from the command line: named components keep their configured hyper-parameters,
     names the file does not list run with their defaults."""
     def pick(configured: tuple[Component, ...], names: list[str] | None) -> tuple[Component, ...]:
@@ -472,4 +510,5 @@ def select(config: SuiteConfig, *, streams: list[str] | None = None, strategies:
         strategies=pick(config.strategies, strategies),
         seeds=tuple(seeds) if seeds is not None else config.seeds,
         executor=make_config(ExecutorConfig, {**dataclasses.asdict(config.executor), **(executor or {})}, "executor"),
+        imports=tuple(dict.fromkeys([*config.imports, *imports])),
     )

@@ -132,8 +132,9 @@ class Strategy(nn.Module, abc.ABC):
 
 
 def build_strategy(name: str, params: Mapping[str, Any], backbone: nn.Module, runtime: Runtime) -> Strategy:
-    """The strategy `name` on `backbone`, after checking on the meta device that its sizes fit the device's memory
-    (`strategies._memory.check_memory`: a rank of 10^9 fails in one line instead of allocating 768 GB)."""
+    """The registered strategy `name` (or `name@label`) on `backbone`, its hyper-parameters validated first, then its
+    sizes checked on the meta device against the device's memory (`strategies._memory.check_memory`: a rank of 10^9
+    fails in one line instead of allocating 768 GB)."""
     from strategies._memory import check_memory
 
     cls, config = STRATEGIES.get(name), strategy_config(name, params)

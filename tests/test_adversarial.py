@@ -71,6 +71,7 @@ class Case:
     code: int  # 2: one error line; 0: the run or report goes through (a `skipped` line where `message` says)
     message: str = ""  # part of the error line (code 2) or of a stderr line (code 0)
     default_out: bool = False  # run_suite.py without --out (results/<config name>)
+    args: tuple[str, ...] = ()  # more arguments for the command line
 
 
 def text(content: str | bytes) -> Callable[[Folder], None]:
@@ -191,6 +192,8 @@ CASES = [
     Case("YAML alias bomb", "suite", text(alias_bomb()), 2, "its aliases expand to more than 100000 values"),
     Case("YAML alias to itself", "suite", text("strategies: &s {linear: {lr: [*s]}}\n"), 2,
          "an alias refers to a node that contains it"),
+    Case("--set value is an alias bomb", "suite", lambda f: None, 2,
+         "--set strategies.linear.lr: the value 'a0: &a0 [", args=("--set", "strategies.linear.lr=" + alias_bomb())),
     Case("config of 2 MB", "suite", text("# " + "x" * 2**21 + "\n"), 2, "is larger than 1 MiB"),
     Case("config nested 100000 deep", "suite", text("a: " + "[" * 100_000 + "]" * 100_000 + "\n"), 2,
          "nests values too deeply"),
@@ -294,10 +297,10 @@ def outside_state(folder: Folder) -> dict[str, bytes]:
 
 def run_command(case: Case, folder: Folder) -> int:
     if case.command == "reports":
-        return reports_main([str(folder.out)])
+        return reports_main([str(folder.out), *case.args])
     (config_file,) = folder.root.glob("*.yaml")
-    return run_suite.main(["--config", str(config_file), "--quiet"] + ([] if case.default_out else
-                                                                      ["--out", str(folder.out)]))
+    return run_suite.main(["--config", str(config_file), "--quiet", *case.args]
+                          + ([] if case.default_out else ["--out", str(folder.out)]))
 
 
 def short(line: str, folder: Folder) -> bool:
