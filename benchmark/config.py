@@ -405,7 +405,8 @@ def _read_text(path: Path, what: str, flag: str) -> str:
 
 def parse_yaml(text: str, subject: str) -> Any:
     """The YAML document `text`: not YAML, a key given twice, nesting deeper than Python recurses, or aliases
-    expanding to more than MAX_YAML_NODES values is a ConfigError beginning with `subject` (e.g. "config file 'x.yaml'").
+    expanding to more than MAX_YAML_NODES values is a ConfigError beginning with `subject` (e.g. "config file
+    'x.yaml'").
     The document is composed and measured before any Python value is built from it."""
     loader = _UniqueKeyLoader(text)
     try:

@@ -40,7 +40,9 @@ def count(value: Any, where: str) -> Optional[str]:
 
 
 def integer(value: Any, where: str) -> Optional[str]:
-    return None if isinstance(value, int) and not isinstance(value, bool) else f"{where} is a {_kind(value)}, not an integer"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None
+    return f"{where} is a {_kind(value)}, not an integer"
 
 
 def text(value: Any, where: str) -> Optional[str]:

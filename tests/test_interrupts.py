@@ -21,7 +21,8 @@ from benchmark.results import iter_results
 from test_suite import ROOT, suite
 
 NUMBERS = ("run_id", "status", "accuracy_matrix", "metrics", "class_order")
-STOP_WITHIN_S = 20.0  # SIGTERM to the workers is immediate; joining them and the pool takes a moment
+STOP_WITHIN_S = 20.0  # workers gone and the lock free: SIGTERM to the workers is immediate, joining them takes a moment
+EXIT_WITHIN_S = 40.0  # the main process gone too: its interpreter's shutdown (torch loaded) is slow on a shared machine
 
 
 def descendants(pid: int) -> set[int]:
@@ -81,8 +82,8 @@ def numbers(out: Path) -> list[dict]:
 
 def interrupt(config: Path, out: Path, number: signal.Signals, after_checkpoints: int) -> int:
     """Start the suite, wait until its workers have written `after_checkpoints` per-task checkpoints (training),
-    send `number` to the main process; check that every process of the suite is gone within
-    STOP_WITHIN_S and that the lock frees only after the workers; return the exit code."""
+    send `number` to the main process; check that every worker is gone and the lock free within STOP_WITHIN_S (the
+    lock never free while a worker lives), every process of the suite within EXIT_WITHIN_S; return the exit code."""
     started = time.time_ns()
     suite = subprocess.Popen(suite_command(config, out), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
@@ -106,12 +107,13 @@ def interrupt(config: Path, out: Path, number: signal.Signals, after_checkpoints
                 time.sleep(0.02)
         assert not [pid for pid in workers if alive(pid)], "the lock was released while workers ran"
         fcntl.flock(lock, fcntl.LOCK_UN)
-    _, stderr = suite.communicate(timeout=STOP_WITHIN_S)
-    assert time.monotonic() - sent < STOP_WITHIN_S
+    _, stderr = suite.communicate(timeout=EXIT_WITHIN_S)
+    assert time.monotonic() - sent < EXIT_WITHIN_S
     time.sleep(1.0)  # the resource tracker exits once it reads the main process's end of its pipe close
     assert not [pid for pid in processes if alive(pid)], "a process of the suite outlived it"
     assert "Traceback" not in stderr, stderr
-    assert stderr.strip().splitlines()[-1].startswith("interrupted: finished runs and per-task checkpoints are kept"), stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted: finished runs and per-task checkpoints are kept"), stderr
     return suite.returncode
 
 

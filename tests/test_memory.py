@@ -57,7 +57,8 @@ def test_training_additions_in_closed_form(backbone):
 
 
 def test_one_tasks_lora_updates_add_what_was_estimated(backbone):
-    """SD-LoRA's estimate against the tensors `add_task_updates` really allocates (less its magnitude and norm buffers)."""
+    """SD-LoRA's estimate against the tensors `add_task_updates` really allocates (less its magnitude and norm
+    buffers)."""
     strategy = build_strategy("sd_lora", {"rank": 2}, copy.deepcopy(backbone.model), RUNTIME)
     before = allocated_bytes(strategy)
     added = strategy.add_task_updates()
