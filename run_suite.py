@@ -5,7 +5,9 @@
 
 Results land in DIR/runs/<run_id>/result.json (default DIR: results/<config name>); finished runs are skipped on
 a re-run; the leaderboard is rebuilt at the end. Exit codes: 0 all runs finished, 1 some run failed, 2 bad input
-(one line on stderr, nothing written), 130 interrupted (rerun to resume); see benchmark/errors.py.
+(one line on stderr, nothing written; also a results folder that cannot take its files: a full disk, a planted link),
+130 interrupted by Ctrl-C, 143 by SIGTERM (workers stopped, finished runs kept; rerun to resume); see
+benchmark/errors.py and docs/safety.md.
 """
 
 from __future__ import annotations
@@ -57,17 +59,18 @@ def parse_args(argv: list[str], prog: str = "run_suite.py") -> argparse.Namespac
 
 
 def main(argv: list[str], prog: str = "run_suite.py") -> int:
-    from benchmark.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, UserInputError  # light: no torch
+    from benchmark.errors import EXIT_BAD_INPUT, UserInputError, interrupt_exit, terminate_as_interrupt  # no torch
 
     try:
-        return run(parse_args(argv, prog))
+        with terminate_as_interrupt():
+            return run(parse_args(argv, prog))
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:  # Ctrl-C or SIGTERM: the suite has stopped its workers and released the lock
         print("interrupted: finished runs and per-task checkpoints are kept; run the same command again to resume",
               file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return interrupt_exit(error)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from benchmark.config import load_suite, require_folder, select
     from benchmark.errors import EXIT_OK, EXIT_RUNS_FAILED
     from benchmark.runtime import Runtime
+    from benchmark.safe_io import check_name
     from benchmark.suite import run_suite
     from reports.report import generate_report
 
@@ -89,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     config = select(load_suite(args.config, args.overrides), streams=args.streams, strategies=args.strategies,
                     seeds=args.seeds, executor={k: v for k, v in overrides.items() if v is not None},
                     imports=args.imports)
-    out_dir = args.out or Path("results") / config.name
+    out_dir = args.out or Path("results") / check_name(config.name, "the config file's name (the default --out is "
+                                                                  "results/<name>; rename it or pass --out)")
     require_folder(out_dir, "--out", writable=True)
     runtime = Runtime.resolve(config.device, config.precision, progress=not args.quiet,
                               loader_workers=config.loader_workers, share=config.share)

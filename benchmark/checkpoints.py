@@ -15,6 +15,7 @@ that another configuration or other code produced.
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmark.errors import brief, shown
 from benchmark.results import one_line_error, versions
+from benchmark.safe_io import atomic_file
 
 if TYPE_CHECKING:
     from strategies.base import Strategy
@@ -87,10 +90,8 @@ def save_checkpoint(path: Path, run_id: str, strategy: nn.Module, progress: Prog
     strategy's names), the progress and the random generators."""
     payload = {"format": CHECKPOINT_FORMAT, "run_id": run_id, "versions": versions(),
                "state": _changed(strategy.state_dict(), reference), "progress": asdict(progress), "rng": _rng_state()}
-    partial = path.with_name(path.name + ".partial")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, partial)
-    partial.replace(path)
+    with atomic_file(path) as handle:  # the run's folder exists: the suite made it (`results.run_folder`)
+        torch.save(payload, handle)
 
 
 def load_resizing(module: nn.Module, state: dict[str, torch.Tensor], unchanged: frozenset[str] = frozenset()) -> None:
@@ -111,21 +112,24 @@ def load_resizing(module: nn.Module, state: dict[str, torch.Tensor], unchanged: 
 
 def check_checkpoint(path: Path, run_id: str) -> Optional[str]:
     """Why the checkpoint at `path` must not be resumed from (unreadable or truncated, of another run, of another
-    code version), or None if it may be (or there is none)."""
-    if not path.exists():
+    code version, not a regular file: a FIFO would block the load), or None if it may be (or there is none)."""
+    if not os.path.lexists(path):
         return None
+    if not path.is_file():  # a folder, a FIFO (which would block the load), a link to nothing
+        return "is not a regular file"
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # noqa: BLE001 (torch raises RuntimeError, pickle and zip errors, OSError, EOFError)
-        return f"cannot be read ({one_line_error(error)[:200]})"
-    if not isinstance(payload, dict) or set(PAYLOAD_KEYS) - set(payload) or payload["format"] != CHECKPOINT_FORMAT:
+        return f"cannot be read ({brief(one_line_error(error))})"
+    if not isinstance(payload, dict) or set(PAYLOAD_KEYS) - set(payload) or payload["format"] != CHECKPOINT_FORMAT \
+            or not isinstance(payload["versions"], dict):
         return f"is not a checkpoint of this suite's format {CHECKPOINT_FORMAT}"
     if payload["run_id"] != run_id:
-        return f"belongs to run {payload['run_id']!r} (another configuration)"
+        return f"belongs to run {shown(payload['run_id'])} (another configuration)"
     differing = sorted(key for key in versions() if payload["versions"].get(key) != versions()[key])
     if differing:
         key = differing[0]
-        return (f"was written by another code version ({key} {payload['versions'].get(key)!r}, now "
+        return (f"was written by another code version ({key} {shown(payload['versions'].get(key))}, now "
                 f"{versions()[key]!r})")
     return None
 

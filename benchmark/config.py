@@ -3,6 +3,13 @@
 Each component (strategy, stream, backbone) declares its hyper-parameters as a dataclass whose fields carry
 defaults and whose `__post_init__` checks ranges with `require`. `make_config` builds such a dataclass from a
 YAML mapping, rejecting unknown keys and wrong types with a message that names the key and what is allowed.
+
+Every value is checked against what can exist downstream: integers fit 64 bits (torch and numpy take no more), floats
+are finite (an integer too large for a float is an error, not an OverflowError), every field named `*seed` is a seed
+numpy accepts (`require_seed`, the one check of every seed), grid entries are safe names (`benchmark.safe_io`: they
+name files). A YAML file is bounded before anything reads it: its size (`MAX_YAML_BYTES`), its nesting and the
+number of nodes its aliases expand to (`MAX_YAML_NODES`), so an alias bomb is refused instead of expanding in memory
+or in an error message. Messages echo values through `benchmark.errors.shown`: bounded, one line.
 """
 
 from __future__ import annotations
@@ -18,16 +25,20 @@ from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
 
 import yaml
 
-from benchmark.errors import ConfigError
+from benchmark.errors import ConfigError, brief, shown
 
 C = TypeVar("C")
 SEED_LIMIT = 2**32  # numpy's RandomState (class orders, splits) takes seeds in [0, 2**32); torch and random take more
+INT_LIMIT = 2**63  # integers must fit a signed 64-bit integer (torch's and numpy's int64)
+MAX_YAML_BYTES = 2**20  # a suite file is a few KB; 1 MiB leaves room for long published blocks
+MAX_YAML_NODES = 100_000  # nodes of a YAML document counted with every alias expanded (a suite has hundreds)
+MAX_WORKERS = 1024  # worker processes at once: more than any machine runs usefully, fewer than the OS allows
 
 
 def require(condition: bool, key: str, allowed: str, value: Any) -> None:
     """Raise a ConfigError naming `key`, the allowed range and the value given, unless `condition` holds."""
     if not condition:
-        raise ConfigError(f"{key}: must be {allowed}, got {value!r}")
+        raise ConfigError(f"{key}: must be {allowed}, got {shown(value)}")
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -43,6 +54,8 @@ def require_folder(path: str | Path, key: str, writable: bool = False) -> None:
     `writable` the folder it would be created in accepts new files."""
     if not str(path):
         return
+    require(not os.path.islink(path) or os.path.exists(path), key,
+            "a folder or a path to create one at, not a symbolic link to a missing target", str(path))
     existing = _nearest_existing(Path(path))
     require(existing.is_dir(), key, "a folder (or a path to create one at), not a file" if existing == Path(path)
             else f"a path to create a folder at, but {str(existing)!r} is a file", str(path))
@@ -51,8 +64,14 @@ def require_folder(path: str | Path, key: str, writable: bool = False) -> None:
 
 
 def require_seed(seed: int, key: str) -> None:
-    """A seed every generator of a run accepts (numpy's is the narrowest)."""
+    """A seed every generator of a run accepts (numpy's is the narrowest): the one check of every seed-like value
+    (`seeds`, `--seeds`, `class_order_seed`, `train_seed`, every hyper-parameter named `*seed`)."""
     require(0 <= seed < SEED_LIMIT, key, f"an integer in [0, 2**32 - 1 = {SEED_LIMIT - 1}]", seed)
+
+
+def is_seed_key(key: str) -> bool:
+    """Whether the key names a seed (`split_seed`, `strategies.x.subset_seed`, `train_seed`)."""
+    return key.rsplit(".", 1)[-1].endswith("seed")
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -65,48 +84,51 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         return _coerce(value, next(a for a in options if a is not type(None)), key)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: must be a list, got {value!r}")
+            raise ConfigError(f"{key}: must be a list, got {shown(value)}")
         (item_type, *_) = typing.get_args(annotation)
         return tuple(_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value))
     if annotation is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+            raise ConfigError(f"{key}: must be true or false, got {shown(value)}")
         return value
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+            raise ConfigError(f"{key}: must be an integer, got {shown(value)}")
+        if is_seed_key(key):
+            require_seed(value, key)
+        require(-INT_LIMIT <= value < INT_LIMIT, key, "an integer that fits 64 bits", value)
         return value
     if annotation is float:
         try:
             if isinstance(value, bool):
                 raise ValueError
             number = float(value)
+        except OverflowError:  # an integer beyond a float's range (about 1.8e308)
+            raise ConfigError(f"{key}: must be a finite number, got {shown(value)}") from None
         except (TypeError, ValueError):
-            raise ConfigError(f"{key}: must be a number, got {value!r}") from None
+            raise ConfigError(f"{key}: must be a number, got {shown(value)}") from None
         require(math.isfinite(number), key, "a finite number", value)  # YAML's .inf / .nan pass every `> 0`
         return number
     if annotation is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: must be a string, got {value!r}")
+            raise ConfigError(f"{key}: must be a string, got {shown(value)}")
         return value
     return value
 
 
 def make_config(cls: type[C], raw: Mapping[str, Any] | None, where: str) -> C:
     """Build dataclass `cls` from `raw`; `where` (e.g. 'strategies.full_ft') prefixes every error message. Every
-    float must be finite and every field named `*seed` a seed numpy accepts, whatever the dataclass."""
+    float must be finite, every integer fit 64 bits and every field named `*seed` be a seed numpy accepts, whatever
+    the dataclass."""
     if raw is not None and not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: must be a mapping of hyper-parameters, got {raw!r}")
+        raise ConfigError(f"{where}: must be a mapping of hyper-parameters, got {shown(raw)}")
     raw = dict(raw or {})
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(raw) - set(fields))
+    unknown = sorted(set(raw) - set(fields), key=str)
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(fields) or '(none)'}")
+        raise ConfigError(f"{where}: unknown key {shown(unknown[0])}; valid keys: {', '.join(fields) or '(none)'}")
     hints = typing.get_type_hints(cls)
     values = {name: _coerce(value, hints[name], f"{where}.{name}") for name, value in raw.items()}
-    for name, value in values.items():
-        if name.endswith("seed") and isinstance(value, int):  # split_seed, subset_seed, ...: fed to numpy
-            require_seed(value, f"{where}.{name}")
     try:
         return cls(**values)
     except ConfigError as error:
@@ -151,7 +173,7 @@ class RetentionConfig:
 def parse_retention(raw: Any) -> RetentionConfig:
     """`retention:` of a suite; `protocols` is a list of names or a mapping name -> hyper-parameters."""
     if raw is not None and not isinstance(raw, Mapping):
-        raise ConfigError(f"retention: must be a mapping of hyper-parameters, got {raw!r}")
+        raise ConfigError(f"retention: must be a mapping of hyper-parameters, got {shown(raw)}")
     raw = dict(raw or {})
     protocols = _components(raw.pop("protocols", ["head"]), "retention.protocols")
     return dataclasses.replace(make_config(RetentionConfig, raw, "retention"), protocols=protocols)
@@ -183,6 +205,7 @@ class ExecutorConfig:
 
     def __post_init__(self) -> None:
         require(self.workers >= 1, "workers", ">= 1", self.workers)
+        require(self.workers <= MAX_WORKERS, "workers", f"at most {MAX_WORKERS} (processes at once)", self.workers)
         require(self.ray_num_cpus is None or self.ray_num_cpus >= 1, "ray_num_cpus", ">= 1 or null",
                 self.ray_num_cpus)
         require(self.submitit_cluster in SUBMITIT_CLUSTERS, "submitit_cluster",
@@ -279,14 +302,17 @@ def _split_seeds(raw: Mapping[str, Any]) -> tuple[Optional[int], Optional[int]]:
 
 
 def _components(raw: Any, key: str) -> tuple[Component, ...]:
-    """`{name: {params}}` or `[name, ...]` -> components; an empty grid axis is an error."""
+    """`{name: {params}}` or `[name, ...]` -> components; an empty grid axis is an error. (Names are checked by
+    their registries, `benchmark.registry.check_label`: grid entries name run folders and report files.)"""
     if isinstance(raw, list):
+        if not all(isinstance(name, typing.Hashable) for name in raw):
+            raise ConfigError(f"{key}: must list names, got {shown(raw)}")
         raw = {name: {} for name in raw}
     if not isinstance(raw, dict) or not raw:
-        raise ConfigError(f"{key}: must be a non-empty mapping of name -> hyper-parameters, got {raw!r}")
+        raise ConfigError(f"{key}: must be a non-empty mapping of name -> hyper-parameters, got {shown(raw)}")
     for name, params in raw.items():
         if params is not None and not isinstance(params, dict):
-            raise ConfigError(f"{key}.{name}: must be a mapping of hyper-parameters, got {params!r}")
+            raise ConfigError(f"{key}.{name}: must be a mapping of hyper-parameters, got {shown(params)}")
     return tuple(Component(str(name), dict(params or {})) for name, params in raw.items())
 
 
@@ -302,11 +328,12 @@ def check_seeds(seeds: tuple[int, ...], key: str) -> tuple[int, ...]:
 def parse_suite(raw: Any, name: str) -> SuiteConfig:
     """Validate the structure of a suite mapping (component names and params are checked by their registries)."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"suite {name!r}: the file must hold a mapping with keys {', '.join(SUITE_KEYS)}, got "
+        raise ConfigError(f"suite {shown(name)}: the file must hold a mapping with keys {', '.join(SUITE_KEYS)}, got "
                           f"{type(raw).__name__ if raw is not None else 'an empty file'}")
-    unknown = sorted(set(raw) - set(SUITE_KEYS))
+    unknown = sorted(set(raw) - set(SUITE_KEYS), key=str)
     if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} in suite {name!r}; valid keys: {', '.join(SUITE_KEYS)}")
+        raise ConfigError(f"unknown key {shown(unknown[0])} in suite {shown(name)}; valid keys: "
+                          f"{', '.join(SUITE_KEYS)}")
     seeds = check_seeds(_coerce(raw.get("seeds", [1993]), tuple[int, ...], "seeds"), "seeds")
     device = _coerce(raw.get("device", "auto"), str, "device")
     require(device in ("auto", "cpu", "cuda"), "device", "one of auto, cpu, cuda", device)
@@ -356,7 +383,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 continue
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, typing.Hashable) and key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice",
+                raise yaml.constructor.ConstructorError(None, None, f"key {shown(key)} appears twice",
                                                         key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -365,29 +392,84 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping)
 
 
-def read_yaml(path: Path, what: str, flag: str) -> Any:
-    """The YAML document in `path`: a missing file, a folder, unreadable bytes, text that is not UTF-8 or not YAML,
-    or a key given twice is a ConfigError naming the file (`what`: e.g. 'config file'; `flag`: how to pass another)."""
-    name = repr(str(path))
+def _expanded_nodes(node: yaml.Node, limit: int) -> int:
+    """The nodes of a composed YAML document with every alias expanded, counted without expanding anything (an
+    aliased node counts once per use); a ConfigError-worthy ValueError beyond `limit` or for an alias to itself."""
+    counts: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def count(item: yaml.Node) -> int:
+        if id(item) in counts:
+            return counts[id(item)]
+        if id(item) in open_nodes:
+            raise ValueError("an alias refers to a node that contains it")
+        open_nodes.add(id(item))
+        children = item.value if isinstance(item, yaml.SequenceNode) else (
+            [part for pair in item.value for part in pair] if isinstance(item, yaml.MappingNode) else [])
+        total = 1
+        for child in children:
+            total += count(child)
+            if total > limit:
+                raise ValueError(f"its aliases expand to more than {limit} values")
+        open_nodes.discard(id(item))
+        counts[id(item)] = total
+        return total
+
+    return count(node)
+
+
+def _read_text(path: Path, what: str, flag: str) -> str:
+    """The UTF-8 text of the regular file `path`, at most MAX_YAML_BYTES of it."""
+    from benchmark.safe_io import UnreadableFile, read_bounded  # safe_io builds on this module's errors
+
+    name = repr(str(path))  # a path is bounded by the OS (PATH_MAX)
     if path.is_dir():
         raise ConfigError(f"{what} {name} is a folder; pass a YAML file with {flag}")
-    if not path.is_file():
-        raise ConfigError(f"{what} {name} not found; pass an existing YAML file with {flag}")
     try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as error:
-        raise ConfigError(f"{what} {name} cannot be read ({error.strerror}); fix its permissions or pass another "
+        data = read_bounded(path, MAX_YAML_BYTES)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {name} not found; pass an existing YAML file with {flag}") from None
+    except UnreadableFile as error:
+        raise ConfigError(f"{what} {name} {error}; pass a YAML file of at most {MAX_YAML_BYTES // 2**20} MiB "
                           f"with {flag}") from None
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ConfigError(f"{what} {name} is not UTF-8 text (byte {error.start}); pass a YAML text file with "
                           f"{flag}") from None
+
+
+def parse_yaml(text: str, subject: str) -> Any:
+    """The YAML document `text`: not YAML, a key given twice, nesting deeper than Python recurses, or aliases
+    expanding to more than MAX_YAML_NODES values is a ConfigError beginning with `subject` (e.g. "config file
+    'x.yaml'").
+    The document is composed and measured before any Python value is built from it."""
+    loader = _UniqueKeyLoader(text)
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_nodes(node, MAX_YAML_NODES)
+        return loader.construct_document(node)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        problem = f" ({error.problem})" if getattr(error, "problem", None) else ""
-        raise ConfigError(f"{what} {name} is not valid YAML{where}{problem}; fix the syntax") from None
+        problem = f" ({brief(error.problem)})" if getattr(error, "problem", None) else ""
+        raise ConfigError(f"{subject} is not valid YAML{where}{problem}; fix the syntax") from None
+    except RecursionError:
+        raise ConfigError(f"{subject} nests values too deeply; flatten it") from None
+    except ValueError as error:  # an alias bomb, a self-containing alias, an integer of more than 4300 digits
+        raise ConfigError(f"{subject} cannot be used: {brief(str(error))}; remove the aliases or values "
+                          "that cause it") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: Path, what: str, flag: str) -> Any:
+    """The YAML document in `path` (`parse_yaml`): a missing file, a folder, a FIFO or device, a file over
+    MAX_YAML_BYTES or text that is not UTF-8 is a ConfigError naming the file too (`what`: e.g. 'config file';
+    `flag`: how to pass another)."""
+    return parse_yaml(_read_text(path, what, flag), f"{what} {str(path)!r}")
 
 
 def load_suite(path: Path, overrides: Sequence[str] = ()) -> SuiteConfig:
@@ -409,19 +491,16 @@ def apply_overrides(raw: Any, overrides: Sequence[str]) -> Any:
         key, sep, text = item.partition("=")
         parts = key.split(".")
         if not sep or not all(parts):
-            raise ConfigError(f"--set {item!r}: must be KEY=VALUE with a dotted KEY, e.g. strategies.lora.rank=4")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {key}: the value {text!r} is not valid YAML") from None
+            raise ConfigError(f"--set {shown(item)}: must be KEY=VALUE with a dotted KEY, e.g. strategies.lora.rank=4")
+        value = parse_yaml(text, f"--set {brief(key)}: the value {shown(text)}")
         node = result
         for depth, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {key}: {'.'.join(parts[:depth + 1])} is {child!r} in the file, not a mapping "
-                                  "of keys; set it whole instead")
+                raise ConfigError(f"--set {brief(key)}: {brief('.'.join(parts[:depth + 1]))} is {shown(child)} in the "
+                                  "file, not a mapping of keys; set it whole instead")
             node = child
         node[parts[-1]] = value
     return result
@@ -437,10 +516,10 @@ def read_extended(path: Path) -> Any:
         base = raw.pop("extends")
         if not isinstance(base, str) or not base:
             raise ConfigError(f"extends: in {str(path)!r} must name a suite file (a path relative to it), got "
-                              f"{base!r}")
+                              f"{shown(base)}")
         path = seen[-1].parent / base
         if path.resolve() in seen:
-            raise ConfigError(f"extends: {base!r} in {str(seen[-1])!r} makes a cycle of suite files; remove one")
+            raise ConfigError(f"extends: {shown(base)} in {str(seen[-1])!r} makes a cycle of suite files; remove one")
         parent = read_yaml(path, "base suite file", f"`extends:` in {seen[-1].name}")
         if not isinstance(parent, dict):
             raise ConfigError(f"base suite file {str(path)!r} must hold a mapping; fix it or the `extends:` naming it")

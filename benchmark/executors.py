@@ -10,20 +10,29 @@ and a Ray task or SLURM job on the `cpus_per_run` it asked for (PyTorch would ot
 cores: on 2 cores two workers were 2.2x slower than one). A worker process loads each backbone once for all the runs
 it executes, as the in-process executor does for the whole suite, and executes whole share groups (`Job.share_group`:
 runs that compute some of the same features), so that its memo of features serves every run of a group.
+
+Interrupts: whatever ends an executor early (Ctrl-C, SIGTERM turned into `Terminated` by the command line, a worker's
+error, the suite closing the executor's generator) stops its work before the executor returns: local worker
+processes are terminated (SIGTERM, then SIGKILL after `STOP_GRACE_S`) and waited for, pending Ray tasks cancelled,
+submitit jobs cancelled. Worker processes ignore SIGINT (a Ctrl-C reaches the whole process group): the main process
+decides. Runs finished by then have written their results; a rerun resumes the others from their checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Protocol
 
 from benchmark.config import ExecutorConfig
-from benchmark.errors import ConfigError
+from benchmark.errors import ConfigError, signal_handlers
 from benchmark.registry import Registry
+from benchmark.safe_io import real_folder
 
 
 class Job(Protocol):
@@ -39,6 +48,7 @@ Execute = Callable[[Job, Optional[Any]], str]  # (job, backbone loaded here or N
 Statuses = Iterator[tuple[Job, str]]  # (job, final status) as runs complete
 Executor = Callable[[list[Job], Execute, dict[str, Any], ExecutorConfig], Statuses]
 EXECUTORS: Registry[Executor] = Registry("executor")
+STOP_GRACE_S = 5.0  # how long a worker may take to exit after SIGTERM before it is killed
 
 
 def machine_cores() -> int:
@@ -89,20 +99,60 @@ def share_groups(jobs: list[Job]) -> list[list[Job]]:
     return sorted(groups.values(), key=len, reverse=True)
 
 
+def _exit_on_terminate(number: int, frame: Any) -> None:
+    raise SystemExit(128 + number)
+
+
+def ignore_interrupts() -> None:
+    """A worker process's initializer: Ctrl-C reaches every process of the terminal's group, and the main process
+    alone decides what stops (it terminates the workers). SIGTERM exits through SystemExit, so that the worker's
+    exit handlers run (multiprocessing releases the semaphores it registered instead of leaking them)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_terminate)
+
+
+def signals_held() -> contextlib.AbstractContextManager[None]:
+    """SIGINT and SIGTERM ignored while the workers are being stopped (a second Ctrl-C must not cut that short)."""
+    return signal_handlers({signal.SIGINT: signal.SIG_IGN, signal.SIGTERM: signal.SIG_IGN})
+
+
+def stop_processes(processes: list[multiprocessing.process.BaseProcess]) -> None:
+    """Terminate `processes` (SIGTERM, SIGKILL after STOP_GRACE_S) and wait until every one is gone."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(STOP_GRACE_S)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
 @EXECUTORS.register("local")
 def local(jobs: list[Job], execute: Execute, backbones: dict[str, Any], config: ExecutorConfig) -> Statuses:
     """One after another in this process (backbones loaded once), or in `workers` fresh processes, each share group
-    in one of them (its statuses come when the whole group is done)."""
+    in one of them (its statuses come when the whole group is done). Ended early, it stops its worker processes and
+    waits for them before returning."""
     if config.workers == 1:
         for job in jobs:
             yield job, execute(job, backbones[job.spec.backbone])
         return
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no state shared with this one
     threads = threads_per_worker(config.workers)
-    with ProcessPoolExecutor(max_workers=config.workers, mp_context=context) as pool:
+    others = set(multiprocessing.active_children())  # processes this one had before the pool (none, usually)
+    pool = ProcessPoolExecutor(max_workers=config.workers, mp_context=context, initializer=ignore_interrupts)
+    futures: Any = {}
+    try:
         futures = {pool.submit(in_worker_one_by_one, execute, group, threads): group for group in share_groups(jobs)}
         for future in as_completed(futures):
             yield from zip(futures[future], future.result())
+    except BaseException:  # an interrupt, the generator closed early, a worker's error: stop every worker first
+        with signals_held():
+            pool.shutdown(wait=False, cancel_futures=True)
+            stop_processes([p for p in multiprocessing.active_children() if p not in others])
+            pool.shutdown(wait=True)
+            pool = futures = None  # the traceback keeps this frame: let the pool's queues go (no leaked semaphores)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _optional(module: str, extra: str) -> Any:
@@ -125,9 +175,15 @@ def ray_executor(jobs: list[Job], execute: Execute, backbones: dict[str, Any], c
         remote = ray.remote(num_cpus=config.cpus_per_run, num_gpus=config.gpus_per_run)(in_worker)
         threads = max(1, int(config.cpus_per_run))
         pending = {remote.remote(execute, job, threads): job for job in jobs}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            yield pending.pop(done[0]), ray.get(done[0])
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                yield pending.pop(done[0]), ray.get(done[0])
+        except BaseException:  # stop the runs still going (force: their worker processes are killed)
+            with signals_held():
+                for reference in pending:
+                    ray.cancel(reference, force=True)
+            raise
     finally:
         if started_here:
             ray.shutdown()
@@ -141,11 +197,18 @@ def submitit_executor(jobs: list[Job], execute: Execute, backbones: dict[str, An
     submitit = _optional("submitit", "slurm")
     if not jobs:
         return
-    folder = Path(jobs[0].out_dir) / config.submitit_folder
+    folder = real_folder(Path(jobs[0].out_dir), *Path(config.submitit_folder).parts)  # never through a planted link
     executor = submitit.AutoExecutor(folder=str(folder), cluster=config.submitit_cluster)
     executor.update_parameters(timeout_min=config.timeout_min, cpus_per_task=max(int(config.cpus_per_run), 1),
                                gpus_per_node=int(config.gpus_per_run))
     threads = max(1, int(config.cpus_per_run))
     submitted = [(job, executor.submit(in_worker, execute, job, threads)) for job in jobs]
-    for job, handle in submitted:
-        yield job, handle.result()
+    try:
+        for job, handle in submitted:
+            yield job, handle.result()
+    except BaseException:  # cancel the jobs still queued or running (scancel; a local job's process is killed)
+        with signals_held():
+            for _, handle in submitted:
+                if not handle.done():
+                    handle.cancel(check=False)
+        raise

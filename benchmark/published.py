@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from benchmark.config import make_config, require
-from benchmark.errors import ConfigError
+from benchmark.errors import ConfigError, brief
 
 PUBLISHED_FILE = "published.json"
+MAX_PUBLISHED_BYTES = 2**20
 METRICS = ("avg_inc_acc", "acc_pooled_last", "avg_acc", "bwt", "forgetting")
 RECIPE_KEYS = ("input", "precision", "class_order", "optimizer", "lr", "batch_size", "epochs", "schedule",
                "grad_clip", "drop_last", "head_init")
@@ -117,14 +118,16 @@ def write_published(out_dir: Path, entries: tuple[PublishedNumber, ...]) -> None
 
 def read_published(folder: Path) -> tuple[list[PublishedNumber], Optional[str]]:
     """The published numbers a results folder holds, and why none could be read (None: fine or no file)."""
+    from benchmark.safe_io import UnreadableFile, read_bounded  # safe_io builds on config: imported here
+
     path = folder / PUBLISHED_FILE
-    if not path.is_file():
-        return [], None
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(read_bounded(path, MAX_PUBLISHED_BYTES).decode("utf-8"))
         items = raw["published"] if isinstance(raw, dict) else None
         if not isinstance(items, list):
             raise ValueError("no list under 'published'")
-        return [make_config(PublishedNumber, item, f"{path}[{i}]") for i, item in enumerate(items)], None
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, ConfigError) as error:
-        return [], f"skipped {path}: {' '.join(str(error).split())}"
+        return [make_config(PublishedNumber, item, f"{PUBLISHED_FILE}[{i}]") for i, item in enumerate(items)], None
+    except FileNotFoundError:
+        return [], None
+    except (UnreadableFile, UnicodeDecodeError, ValueError, KeyError, RecursionError, ConfigError) as error:
+        return [], f"skipped {path}: {brief(str(error))}"

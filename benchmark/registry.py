@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Generic, Mapping, TypeVar
 
 from benchmark.config import make_config
-from benchmark.errors import ConfigError
+from benchmark.errors import ConfigError, shown
+from benchmark.safe_io import NAME_RULE, is_safe_name
 
 VARIANT = "@"  # "lora@r4" names entry "lora" under its own label: several settings of one entry in one suite
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # a variant label becomes part of a run's folder name
@@ -29,10 +30,13 @@ def entry_name(label: str) -> str:
 
 
 def check_label(name: str, kind: str) -> None:
-    """A variant label is a word of letters, digits and `_ . + -` (it names folders): `lora@r4`, not `lora@a/b`."""
+    """A variant label is a word of letters, digits and `_ . + -` (it names folders): `lora@r4`, not `lora@a/b`; the
+    whole name is a safe name (`benchmark.safe_io`: short enough for a file name, never a path)."""
     if VARIANT in name and not LABEL.fullmatch(name.split(VARIANT, 1)[1]):
-        raise ConfigError(f"{kind} {name!r}: the label after {VARIANT!r} must be letters, digits and _ . + - "
-                          f"(it names the run's folder), e.g. {entry_name(name)}@v2")
+        raise ConfigError(f"{kind} {shown(name)}: the label after {VARIANT!r} must be letters, digits and _ . + - "
+                          f"(it names the run's folder), e.g. {entry_name(name)[:40]}@v2")
+    if not is_safe_name(name):
+        raise ConfigError(f"{kind} {shown(name)}: must be {NAME_RULE}")
 
 
 class Registry(Generic[T]):
@@ -59,7 +63,7 @@ class Registry(Generic[T]):
         """The entry `name` (or `name@variant`) names."""
         check_label(name, self.kind)
         if entry_name(name) not in self._entries:
-            raise ConfigError(f"unknown {self.kind} {name!r}; valid: {self.valid()}")
+            raise ConfigError(f"unknown {self.kind} {shown(name)}; valid: {self.valid()}")
         return self._entries[entry_name(name)]
 
     def valid(self) -> str:

@@ -2,9 +2,10 @@
 
 Layout: `<out>/runs/<run_id>/result.json`. A result is written once, whole (temporary file, then rename), so a
 crash never leaves a half-written result; a run whose result says `ok` is finished and is skipped on re-runs.
-A result is trusted only as far as it checks out (`read_result`): a file that is unreadable, truncated, of another
-schema version or of another configuration is rerun (the suite says so) and left out of reports (they say so); one
-a newer suite wrote is refused.
+A result is trusted only as far as it checks out (`read_result`): a file that is unreadable, not a regular file,
+larger than `MAX_RESULT_BYTES`, truncated, of another schema version, with fields of the wrong types
+(`benchmark.result_types`) or of another configuration is rerun (the suite says so) and left out of reports (they say
+so); one a newer suite wrote is refused. Files are written through `benchmark.safe_io`: whole, never through a link.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
-from benchmark.errors import UserInputError
+from benchmark.errors import UserInputError, brief, shown
+from benchmark.result_types import type_problem
+from benchmark.safe_io import (MAX_RUN_ID, UnreadableFile, atomic_file, is_safe_name, open_lock_file, read_bounded,
+                               real_folder)
 
 RESULT_FILE = "result.json"
 STATUS_OK = "ok"
@@ -36,6 +40,7 @@ REQUIRED_FIELDS = {  # what the suite and the reports read of a result, by statu
     STATUS_DIVERGED: (*_IDENTITY, "error"),
 }
 LOCK_FILE = ".lock"
+MAX_RESULT_BYTES = 64 * 2**20  # a result is kilobytes (a confusion matrix of 1000 classes: a few MB)
 SCHEMA_VERSION = 2  # 2: retention by several protocols (`retention_protocols`)
 
 
@@ -89,16 +94,16 @@ def result_path(out_dir: Path, run_id: str) -> Path:
     return out_dir / "runs" / run_id / RESULT_FILE
 
 
+def run_folder(out_dir: Path, run_id: str) -> Path:
+    """`<out>/runs/<run_id>`, created or checked to be real folders (`benchmark.safe_io.real_folder`)."""
+    return real_folder(out_dir, "runs", run_id)
+
+
 def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write JSON to a temporary file in the same folder, flush it to disk, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(path)
+    """Write JSON whole, never through a link (`benchmark.safe_io.atomic_file`); the folder must exist."""
+    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    with atomic_file(path) as handle:
+        handle.write(text.encode())
 
 
 class UnusableResult(Exception):
@@ -118,38 +123,46 @@ class Skipped:
     reason: str
 
     def line(self) -> str:
-        return f"skipped {self.path}: {self.reason}"
+        shown_path = str(self.path) if str(self.path).isprintable() else repr(str(self.path))
+        return f"skipped {shown_path}: {self.reason}"
 
 
 def read_result(path: Path) -> dict[str, Any]:
-    """The result at `path`, checked: valid JSON, an object of this schema version with the fields a report reads,
-    written for the run its folder names. FileNotFoundError if there is none, UnusableResult saying why it cannot
-    be used."""
+    """The result at `path`, checked: a regular file of at most MAX_RESULT_BYTES, valid JSON, an object of this
+    schema version with the fields a report reads, of their types, written for the run its folder names.
+    FileNotFoundError if there is none, UnusableResult saying why it cannot be used."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path, MAX_RESULT_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise
-    except (OSError, UnicodeDecodeError) as error:
+    except UnreadableFile as error:
+        raise UnusableResult(str(error)) from None
+    except UnicodeDecodeError as error:
         raise UnusableResult(f"cannot be read ({one_line_error(error)})") from None
     try:
         result = json.loads(text)
     except json.JSONDecodeError as error:
         raise UnusableResult(f"is not valid JSON ({error.msg} at line {error.lineno}; truncated?)") from None
+    except (ValueError, RecursionError) as error:  # an integer of more than 4300 digits; nesting too deep
+        raise UnusableResult(f"cannot be parsed ({brief(str(error)) or 'nested too deeply'})") from None
     if not isinstance(result, dict):
         raise UnusableResult(f"holds a JSON {type(result).__name__}, not a result object")
     version = result.get("schema_version")
     if version != SCHEMA_VERSION:
         newer = isinstance(version, int) and version > SCHEMA_VERSION
-        raise UnusableResult(f"has schema version {version!r}; this suite reads version {SCHEMA_VERSION}"
+        raise UnusableResult(f"has schema version {shown(version)}; this suite reads version {SCHEMA_VERSION}"
                              + (" (a newer suite wrote it)" if newer else ""), newer=newer)
     status = result.get("status")
-    if status not in STATUSES:
-        raise UnusableResult(f"has status {status!r}, not one of {', '.join(STATUSES)}")
+    if not isinstance(status, str) or status not in STATUSES:
+        raise UnusableResult(f"has status {shown(status)}, not one of {', '.join(STATUSES)}")
     missing = [key for key in REQUIRED_FIELDS[status] if key not in result]
     if missing:
         raise UnusableResult(f"lacks the field {missing[0]!r}")
+    problem = type_problem(result, finished=status == STATUS_OK)
+    if problem:
+        raise UnusableResult(f"has a field of the wrong type: {problem}")
     if result["run_id"] != path.parent.name:
-        raise UnusableResult(f"records run {result['run_id']!r}, not the run its folder names")
+        raise UnusableResult(f"records run {shown(result['run_id'])}, not the run its folder names")
     return result
 
 
@@ -185,20 +198,26 @@ def previous_result(out_dir: Path, spec: RunSpec) -> tuple[Optional[dict[str, An
 
 @contextlib.contextmanager
 def results_lock(out_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the results folder, so two suites never write to it at once."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(out_dir / LOCK_FILE, "a")
+    """Hold an exclusive lock on the results folder, so two suites never write to it at once. The lock file is
+    opened without following a link (`benchmark.safe_io.open_lock_file`); whatever runs inside the block (workers
+    included) is over when the lock is released."""
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserInputError(f"cannot create the results folder {out_dir} ({brief(error.strerror or '')}); "
+                             "pass another --out") from None
+    descriptor = open_lock_file(out_dir / LOCK_FILE)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.close()
+        os.close(descriptor)
         raise UserInputError(f"results folder {out_dir} is in use by another suite; wait for it to finish or pass "
                              "another --out") from None
     try:
         yield
     finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        os.close(descriptor)
 
 
 def scan_results(out_dir: Path) -> tuple[list[dict[str, Any]], list[Skipped]]:
@@ -206,6 +225,9 @@ def scan_results(out_dir: Path) -> tuple[list[dict[str, Any]], list[Skipped]]:
     truncated, of another schema version: their fields differ)."""
     results, skipped = [], []
     for path in sorted((out_dir / "runs").glob(f"*/{RESULT_FILE}")):
+        if not is_safe_name(path.parent.name, MAX_RUN_ID):
+            skipped.append(Skipped(path, "its folder's name is not a run id (a safe name)"))
+            continue
         try:
             results.append(read_result(path))
         except FileNotFoundError:  # removed while scanning

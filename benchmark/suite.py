@@ -3,11 +3,14 @@
 Everything the user gave is validated, and every backbone, stream and pre-training eval set is loaded once,
 before any training or any file is written: a typo or a missing data set fails in seconds, not after hours.
 Finished runs (result status `ok`) are skipped; a run that raises is recorded as `failed` with its traceback and
-the suite goes on.
+the suite goes on, unless the results folder itself cannot take its files (`benchmark.safe_io.FolderError`: a full
+disk, a link planted in it), which stops the suite with one line. An interrupt (Ctrl-C, SIGTERM) stops the executor's
+workers before the folder's lock is released.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
 import traceback
@@ -21,15 +24,16 @@ from benchmark.checkpoints import CHECKPOINT_FILE, check_checkpoint
 from benchmark.errors import RunDiverged
 from benchmark.executors import EXECUTORS
 from benchmark.results import (FINAL_STATUSES, SCHEMA_VERSION, STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, RunSpec,
-                               previous_result, result_path, results_lock, versions, write_json_atomic)
+                               previous_result, result_path, results_lock, run_folder, versions, write_json_atomic)
 from benchmark.retention import build_retention, protocol_params
 from benchmark.plugins import load_plugins
 from benchmark.published import write_published
 from benchmark.recipe import input_pipeline, run_precision
 from benchmark.runner import run
 from benchmark.runtime import Runtime
+from benchmark.safe_io import FolderError, UnsafePathError, remove_partials, require_file_slot
 from benchmark.streams import build_stream, stream_params
-from benchmark.tracking import Tracker, TrackingPlan, plan_tracking
+from benchmark.tracking import Tracker, TrackingPlan, plan_tracking, prepare_tracking
 from strategies.base import STRATEGIES, build_strategy, strategy_config
 
 
@@ -132,11 +136,13 @@ def execute(job: RunJob, backbone: Optional[Backbone] = None) -> str:
 
     load_plugins(job.imports)
 
-    checkpoint = result_path(job.out_dir, job.spec.run_id).with_name(CHECKPOINT_FILE)
+    checkpoint = run_folder(job.out_dir, job.spec.run_id) / CHECKPOINT_FILE
     tracker = Tracker(job.tracking, job.spec, job.out_dir, checkpoint.parent)
     try:
         tracker.start(resuming=checkpoint.is_file())
         result = run(job.spec, job.runtime, backbone, checkpoint, tracker.task_done)
+    except FolderError:  # the folder cannot take the run's files (a full disk): no run's fault, stop the suite
+        raise
     except Exception as error:  # a failing or diverging run is recorded; the suite goes on
         result = unfinished_result(job.spec, error)
     write_json_atomic(result_path(job.out_dir, job.spec.run_id), {**result, "versions": versions()})
@@ -170,24 +176,30 @@ def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpo
     backbones = preflight(specs, runtime)
     outcome = SuiteOutcome()
     with results_lock(out_dir):
+        remove_partials(out_dir)
         write_published(out_dir, config.published)
         todo = []
         for spec in specs:
+            remove_partials(run_folder(out_dir, spec.run_id))
             result, distrusted = previous_result(out_dir, spec)
             if result is not None and result["status"] in FINAL_STATUSES:
                 outcome.skipped.append(spec.run_id)
                 continue
+            require_file_slot(result_path(out_dir, spec.run_id))  # a folder there fails now, not after training
             if distrusted:
                 notify(f"rerunning {spec.run_id}: {distrusted}")
             discard_foreign_checkpoint(result_path(out_dir, spec.run_id).with_name(CHECKPOINT_FILE), spec, notify)
             todo.append(RunJob(spec, out_dir, runtime.with_precision(spec.precision), keep_checkpoints, tracking,
                                config.imports))
         notify(runtime.precision_line())  # once, as training starts (a strategy's recipe may fix its own)
-        statuses = executor(todo, execute, backbones, config.executor)
-        for job, status in runtime.bar(statuses, desc="runs", total=len(todo), leave=True):
-            {STATUS_OK: outcome.ran, STATUS_DIVERGED: outcome.diverged}.get(status, outcome.failed).append(
-                job.spec.run_id)
-            finished(job.spec, status, result_path(out_dir, job.spec.run_id))
+        prepare_tracking(tracking, out_dir)  # once, before any worker opens a tracked run
+        # closing: an interrupt between two statuses still runs the executor's cleanup (its workers stopped and
+        # waited for) before the lock is released
+        with contextlib.closing(executor(todo, execute, backbones, config.executor)) as statuses:
+            for job, status in runtime.bar(statuses, desc="runs", total=len(todo), leave=True):
+                {STATUS_OK: outcome.ran, STATUS_DIVERGED: outcome.diverged}.get(status, outcome.failed).append(
+                    job.spec.run_id)
+                finished(job.spec, status, result_path(out_dir, job.spec.run_id))
     return outcome
 
 
@@ -195,5 +207,9 @@ def discard_foreign_checkpoint(path: Path, spec: RunSpec, notify: Callable[[str]
     """Remove a checkpoint the run must not resume from (unreadable, another run's, another code version's)."""
     distrusted = check_checkpoint(path, spec.run_id)
     if distrusted:
-        path.unlink()
+        try:
+            path.unlink()  # a link is removed, not what it points to
+        except IsADirectoryError:
+            raise UnsafePathError(f"{path} is a folder where the run keeps its checkpoint; remove it or pass another "
+                                  "--out") from None
         notify(f"restarting {spec.run_id} from its first task: {path} {distrusted}; removed it")

@@ -1,7 +1,8 @@
 """`python -m reports RESULTS_DIR [MORE_DIRS ...] [--out DIR]`: leaderboards, plots and report.html from stored
 results, without rerunning anything. Several results folders are merged into one report (default --out: the first
 folder). Result files that do not check out (unreadable, truncated, another schema version) are left out, each
-named on stderr with why. Exit codes: 0 report written, 2 bad input (one line on stderr, nothing written)."""
+named on stderr with why. Exit codes: 0 report written, 2 bad input (one line on stderr, nothing written) or a report
+folder that cannot take its files (a link or a file planted where the report writes, a full disk: docs/safety.md)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,11 @@ def main(argv: list[str], prog: str = "python -m reports") -> int:
     warnings.filterwarnings("ignore", message="no QP solver found")  # see run_suite.py
     from reports.report import generate_report
 
-    report = generate_report(args.results_dirs, out_dir, comparison)
+    try:
+        report = generate_report(args.results_dirs, out_dir, comparison)
+    except UserInputError as error:  # the report's folder cannot take its files: a planted link, a full disk
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     for skipped in report.skipped:  # unreadable, truncated or older-schema result files
         print(skipped.line(), file=sys.stderr)
     for note in report.notes:

@@ -17,11 +17,14 @@ from typing import Any, Optional
 import pandas as pd
 
 from benchmark.results import STATUS_OK
+from benchmark.safe_io import write_atomic
 from reports.leaderboard import retention_columns
 from reports.published import published_metrics
 from reports.page import e, page, scrolling, table
 from reports.plots import Group
 from reports.run_pages import write_run_pages
+
+HTML_FILE = "report.html"
 
 CAPTIONS = {
     "accuracy_matrix": "Accuracy matrix R[i][j]: accuracy on task j after training through task i (mean over seeds).",
@@ -215,6 +218,6 @@ Markdown in <a href="leaderboard.md">leaderboard.md</a>. Streams: {toc or "none"
 {_failed_section(results, pages)}
 <h2 id="runs">Runs</h2>
 {_runs_section(results, pages)}"""
-    path = out_dir / "report.html"
-    path.write_text(page("Continual-learning benchmark report", body))
+    path = out_dir / HTML_FILE
+    write_atomic(path, page("Continual-learning benchmark report", body).encode())  # whole, never through a link
     return path

@@ -16,6 +16,7 @@ from benchmark.config import ComparisonConfig
 from benchmark.metrics import pretrain_drop, retention_curves
 from benchmark.published import PublishedNumber
 from benchmark.results import STATUS_OK, RunSpec
+from benchmark.safe_io import check_name, write_atomic
 from reports.published import published_columns, published_metrics, recipe_text
 from reports.statistics import COMPARISON_COLUMNS, compare_to_reference, interval_columns
 
@@ -152,11 +153,13 @@ def markdown(table: pd.DataFrame) -> str:
 def write_leaderboards(results: list[dict[str, Any]], out_dir: Path,
                        comparison: ComparisonConfig = ComparisonConfig(),
                        published: Iterable[PublishedNumber] = ()) -> pd.DataFrame:
-    """`leaderboard.csv`, one `leaderboard_<stream>.csv` per stream and `leaderboard.md` under `out_dir`."""
+    """`leaderboard.csv`, one `leaderboard_<stream>.csv` per stream and `leaderboard.md` under `out_dir` (which
+    exists), each written whole and never through a link (`benchmark.safe_io`); a stream is a safe name (results
+    are read through `read_result`), so `leaderboard_<stream>.csv` stays in `out_dir`."""
     table = build_leaderboard(results, comparison, published)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_dir / LEADERBOARD_FILE, index=False, float_format="%.4f")
+    write_atomic(out_dir / LEADERBOARD_FILE, table.to_csv(index=False, float_format="%.4f").encode())
     for stream, rows in table.groupby("stream", sort=True):
-        rows.to_csv(out_dir / f"leaderboard_{stream}.csv", index=False, float_format="%.4f")
-    (out_dir / MARKDOWN_FILE).write_text(markdown(table))
+        write_atomic(out_dir / f"leaderboard_{check_name(stream, 'stream')}.csv",
+                     rows.to_csv(index=False, float_format="%.4f").encode())
+    write_atomic(out_dir / MARKDOWN_FILE, markdown(table).encode())
     return table

@@ -7,6 +7,7 @@ draws no band, a strategy without retention numbers is left out of the retention
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ import pandas as pd  # noqa: E402
 from benchmark.diagnostics import dense_confusion  # noqa: E402
 from benchmark.metrics import retention_curves, seen_tasks_curve  # noqa: E402
 from benchmark.results import STATUS_OK  # noqa: E402
+from benchmark.safe_io import check_name, real_folder, write_atomic  # noqa: E402
 from reports.leaderboard import COMPARED, config_id, strategy_label  # noqa: E402
 from reports.statistics import t_interval  # noqa: E402
 
@@ -375,9 +377,18 @@ def write_run_plots(result: dict[str, Any], folder: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(8, 1.5 + 0.5 * len(result["gate_masks"])), constrained_layout=True)
     draw_gate_masks(ax, result, f"{result['strategy']} on {result['stream']}, seed {result['seed']}")
     path = folder / "gate_masks.png"
-    fig.savefig(path, dpi=120, metadata={"Date": None})
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return [path]
+
+
+def save_figure(fig: plt.Figure, path: Path, keep: bool = False, **options: Any) -> None:
+    """Save `fig` in the format its suffix names, whole and never through a link (`benchmark.safe_io`), without a
+    date stamp (same results, same bytes); closed unless `keep`."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix[1:], metadata={"Date": None}, **options)
+    write_atomic(path, buffer.getvalue())
+    if not keep:
+        plt.close(fig)
 
 
 PLOTS: dict[str, Callable[[list[Series], Group, dict], Optional[plt.Figure]]] = {
@@ -411,8 +422,7 @@ def render_plots(results: list[dict[str, Any]], out_dir: Path,
     """Every plot of every (stream, backbone) as `<out>/plots/<stream>__<backbone>__<plot>.{png,svg}`; returns the
     PNG paths by group and plot name. `table`: the leaderboard, whose comparisons the interval plot shows."""
     colours = strategy_colours(results)
-    folder = out_dir / "plots"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = real_folder(out_dir, "plots")
     rendered: dict[Group, dict[str, Path]] = {}
     groups = group_series(results)
     attach_comparisons(groups, table)
@@ -422,9 +432,8 @@ def render_plots(results: list[dict[str, Any]], out_dir: Path,
             fig = plot(series, group, colours)
             if fig is None:
                 continue
-            stem = folder / f"{group[0]}__{group[1]}__{name}"
-            for suffix in (".png", ".svg"):  # no date stamp: same results, same bytes
-                fig.savefig(stem.with_suffix(suffix), dpi=120, bbox_inches="tight", metadata={"Date": None})
-            plt.close(fig)
+            stem = folder / f"{check_name(group[0], 'stream')}__{check_name(group[1], 'backbone')}__{name}"
+            save_figure(fig, stem.with_suffix(".png"), dpi=120, bbox_inches="tight", keep=True)
+            save_figure(fig, stem.with_suffix(".svg"), dpi=120, bbox_inches="tight")
             rendered[group][name] = stem.with_suffix(".png")
     return rendered

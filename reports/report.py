@@ -1,4 +1,8 @@
-"""Everything a report holds, regenerated from stored results alone: leaderboards, plots, report.html."""
+"""Everything a report holds, regenerated from stored results alone: leaderboards, plots, report.html.
+
+The report's folder may be someone else's results folder: its `plots/` and `pages/` must be real folders (checked,
+or created, before any file is written) and every file is written whole, never through a link (`benchmark.safe_io`).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,13 @@ import pandas as pd
 
 from benchmark.config import ComparisonConfig
 from benchmark.published import PublishedNumber, read_published
+from benchmark.errors import UserInputError
 from benchmark.results import STATUS_OK, Skipped, scan_results
-from reports.html import render_html
+from benchmark.safe_io import real_folder, require_file_slot
+from reports.html import HTML_FILE, render_html
 from reports.leaderboard import LEADERBOARD_FILE, MARKDOWN_FILE, write_leaderboards
 from reports.plots import render_plots
+from reports.run_pages import PAGES
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,15 @@ def collect_published(result_dirs: list[Path]) -> tuple[list[PublishedNumber], l
 
 def generate_report(result_dirs: list[Path], out_dir: Path,
                     comparison: ComparisonConfig = ComparisonConfig()) -> Report:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserInputError(f"cannot create the report folder {out_dir} ({error.strerror}); pass another --out") \
+            from None
+    for folder in (PAGES, "plots"):  # a link or a file there, or a folder where a file goes, fails now, before
+        real_folder(out_dir, folder)  # anything is written
+    for name in (LEADERBOARD_FILE, MARKDOWN_FILE, HTML_FILE):
+        require_file_slot(out_dir / name)
     results, skipped = collect(result_dirs)
     published, notes = collect_published(result_dirs)
     table = write_leaderboards(results, out_dir, comparison, published)

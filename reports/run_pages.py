@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from benchmark.metrics import retention_curves, seen_tasks_curve
-from benchmark.results import RESULT_FILE, STATUS_OK, numeric_fields
+from benchmark.results import RESULT_FILE, STATUS_OK, load_result, numeric_fields
+from benchmark.safe_io import MAX_RUN_ID, check_name, real_folder, write_atomic
 from reports.page import e, page, scrolling, table
 from reports.svg import line_chart
 
@@ -30,11 +31,8 @@ def source_folder(run_id: str, status: Optional[str], sources: Sequence[Path]) -
     """The run's folder in the first results folder holding this run with this status (how `collect` merged)."""
     folders = [s / "runs" / run_id for s in sources if (s / "runs" / run_id / RESULT_FILE).is_file()]
     for folder in folders:
-        try:
-            if json.loads((folder / RESULT_FILE).read_text()).get("status") == status:
-                return folder
-        except (OSError, json.JSONDecodeError):
-            continue
+        if (load_result(folder / RESULT_FILE) or {}).get("status") == status:
+            return folder
     return folders[0] if folders else None
 
 
@@ -124,12 +122,13 @@ def run_page(result: Mapping[str, Any], folder: Optional[Path], page_dir: Path) 
 
 
 def write_run_pages(results: Sequence[Mapping[str, Any]], out_dir: Path, sources: Sequence[Path]) -> dict[str, str]:
-    """Every run's page under `<out>/pages/`; returns run id -> link relative to the report folder."""
-    page_dir = out_dir / PAGES
-    page_dir.mkdir(parents=True, exist_ok=True)
+    """Every run's page under `<out>/pages/` (a real folder; each page written whole, never through a link: run ids
+    are safe names); returns run id -> link relative to the report folder."""
+    page_dir = real_folder(out_dir, PAGES)
     links = {}
     for result in results:
         folder = source_folder(result["run_id"], result.get("status"), sources)
-        (out_dir / page_link(result["run_id"])).write_text(run_page(result, folder, page_dir))
+        write_atomic(out_dir / page_link(check_name(result["run_id"], "run_id", MAX_RUN_ID)),
+                     run_page(result, folder, page_dir).encode())
         links[result["run_id"]] = page_link(result["run_id"])
     return links

@@ -162,6 +162,19 @@ def add_lora(blocks: Iterable[nn.Module], targets: Iterable[str], rank: int, sca
     return added
 
 
+def lora_bytes(blocks: Iterable[nn.Module], targets: Iterable[str], rank: int) -> int:
+    """Bytes of the float32 factors one `add_lora(blocks, targets, rank, ...)` adds (A: rank x in, B: rows x rank
+    per target and block), from the layers' shapes, allocating nothing: a memory estimate."""
+    targets = tuple(targets)
+    total = 0
+    for block in blocks:
+        for target in targets:
+            layer = block.get_submodule(TARGETS[target][0])
+            start, stop = target_rows(layer, target)
+            total += rank * (layer.in_features + stop - start)
+    return 4 * total
+
+
 def lora_layers(model: nn.Module) -> list[LoRALinear]:
     return [module for module in model.modules() if isinstance(module, LoRALinear)]
 

@@ -119,15 +119,27 @@ class Strategy(nn.Module, abc.ABC):
         train = self.config.train_config() if hasattr(self.config, "train_config") else self.config
         return {key: getattr(train, key) for key in RECIPE_FIELDS if hasattr(train, key)}
 
+    def training_bytes(self) -> int:
+        """Bytes the strategy allocates while it trains beyond what it holds when built (one task's adapters,
+        RanPAC's projection and Gram matrix), from its configuration and shapes; `build_strategy` adds it to the
+        built strategy's size in its memory check (`strategies._memory`). Most strategies build everything in
+        `__init__`: nothing."""
+        return 0
+
     def prepare_to_load(self, state: Mapping[str, torch.Tensor]) -> None:
         """Build the modules a checkpoint's `state` holds that a fresh strategy lacks (per-task modules); most
         strategies build everything in `__init__` and need nothing here."""
 
 
 def build_strategy(name: str, params: Mapping[str, Any], backbone: nn.Module, runtime: Runtime) -> Strategy:
-    """The registered strategy `name` (or `name@label`) on `backbone`, its hyper-parameters validated first."""
-    cls = STRATEGIES.get(name)
-    return cls(backbone, strategy_config(name, params), runtime)
+    """The registered strategy `name` (or `name@label`) on `backbone`, its hyper-parameters validated first, then its
+    sizes checked on the meta device against the device's memory (`strategies._memory.check_memory`: a rank of 10^9
+    fails in one line instead of allocating 768 GB)."""
+    from strategies._memory import check_memory
+
+    cls, config = STRATEGIES.get(name), strategy_config(name, params)
+    check_memory(lambda model, run_on: cls(model, config, run_on), f"strategies.{name}", backbone, runtime)
+    return cls(backbone, config, runtime)
 
 
 def strategy_config(name: str, params: Mapping[str, Any]) -> Any:

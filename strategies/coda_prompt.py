@@ -139,6 +139,13 @@ class CODAPrompt(Strategy):
     def logits(self, images: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         return self.head(self.prompted.pre_logits(self.prompted.tokens(images, prefixes=self.prefixes(query))))
 
+    def training_bytes(self) -> int:
+        """One task's components: per prompted block, prompts (length x attention width), a key and an attention
+        vector each, in float32."""
+        attn_dim = self.backbone.blocks[0].attn.qkv.out_features // 3
+        per_component = self.config.prompt_length * attn_dim + 2 * self.feature_dim
+        return 4 * len(self.blocks) * self.config.components_per_task * per_component
+
     def train_task(self, task: Task) -> None:
         self.head.grow(task.num_outputs)
         self.add_components()

@@ -54,7 +54,8 @@ from benchmark.config import apply_preset, require
 from benchmark.streams import Task
 from strategies._dualgpm import SubspaceRecord, threshold
 from strategies._heads import TaskHeads
-from strategies._lora import LoRALinear, LowRank, add_lora, stored_tasks, task_adapters, task_prefix
+from strategies._lora import (LoRALinear, LowRank, add_lora, lora_bytes, stored_tasks, task_adapters,
+                              task_prefix)
 from strategies._loop import TrainConfig, fit, task_cross_entropy, training_data
 from strategies.base import Strategy, register
 
@@ -146,6 +147,10 @@ class InfLoRA(Strategy):
         for module in self.modules():
             if isinstance(module, LoRALinear):
                 module.train()
+
+    def training_bytes(self) -> int:
+        """One task's key and value updates (added at every task)."""
+        return lora_bytes(self.backbone.blocks, TARGETS, self.config.rank)
 
     def add_task_updates(self, index: int, covariances: Optional[list[torch.Tensor]]) -> list[LowRank]:
         """Task `index`'s key and value updates, their shared A designed from `covariances` (None: left as built, to

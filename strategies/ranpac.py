@@ -144,6 +144,11 @@ class RanPAC(Strategy):
         self.register_buffer("readout", torch.zeros(0, self.width, device=device))  # W_o^T, one row per class
         self.register_buffer("ridges", torch.zeros(0, dtype=torch.float64, device=device))  # lambda per task
 
+    def training_bytes(self) -> int:
+        """The random projection (d x M, float32) and, in the statistics' dtype, the Gram matrix G (M x M) with the
+        same again for solving it (its inverse)."""
+        return 4 * self.feature_dim * self.config.projection_dim + 2 * self.width**2 * self.gram.element_size()
+
     def train_task(self, task: Task) -> None:
         if task.index == 0 and self.adapters is not None:
             adapt_first_session(self, self.backbone, task, self.config, self.runtime)

@@ -45,7 +45,7 @@ from torch import nn
 
 from benchmark.config import apply_preset, require
 from benchmark.streams import Task
-from strategies._lora import DecoupledLowRank, add_lora, stored_tasks, task_adapters, task_prefix
+from strategies._lora import DecoupledLowRank, add_lora, lora_bytes, stored_tasks, task_adapters, task_prefix
 from strategies._tuned import TunedBackbone
 from strategies.base import register
 from strategies.lora import LoRAConfig
@@ -95,6 +95,10 @@ class SDLoRA(TunedBackbone):
             self.fix_directions(self.tasks_done - 1)
         self.add_task_updates()
         super().train_task(task)
+
+    def training_bytes(self) -> int:
+        """One task's updates (added at every task)."""
+        return lora_bytes(self.backbone.blocks, self.config.targets, self.config.rank)
 
     def add_task_updates(self) -> list[DecoupledLowRank]:
         """A new magnitude (at `magnitude_init`) and a new LoRA on every target, scaled by it."""

@@ -39,7 +39,8 @@ from torch import nn
 
 from benchmark.config import require
 from benchmark.streams import Task
-from strategies._lora import TARGETS, LowRank, add_lora, lora_layers, target_layer, target_rows, task_prefix
+from strategies._lora import (TARGETS, LowRank, add_lora, lora_bytes, lora_layers, target_layer, target_rows,
+                              task_prefix)
 from strategies._loop import fit, task_cross_entropy
 from strategies._tuned import TunedBackbone, set_train_modes
 from strategies.lora import LoRAConfig
@@ -118,6 +119,10 @@ class SelectiveLoRA(TunedBackbone):
     @property
     def tasks_done(self) -> int:
         return len(self.masks)
+
+    def training_bytes(self) -> int:
+        """One task's gated blocks (added at every task)."""
+        return lora_bytes(self.backbone.blocks, self.config.targets, self.config.rank)
 
     def train_task(self, task: Task) -> None:
         config, index = self.config, self.tasks_done

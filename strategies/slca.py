@@ -129,6 +129,11 @@ class SLCA(Strategy):
         self.register_buffer("class_units", torch.zeros(0, dtype=torch.long, device=device))
         self.register_buffer("class_tasks", torch.zeros(0, dtype=torch.long, device=device))
 
+    def training_bytes(self) -> int:
+        """The features drawn for one class in an alignment epoch (`ca_samples` x d, float32): a floor, since every
+        class seen is drawn."""
+        return 4 * self.config.ca_samples * self.feature_dim if self.config.ca_epochs else 0
+
     def train_task(self, task: Task) -> None:
         self.heads.load_rows(self.slow_weight, self.slow_bias)  # undo the previous task's alignment
         if task.index == 0 and self.config.fresh_norm:

@@ -218,7 +218,26 @@ def test_every_tracked_value_reads_back_from_each_sink(write_suite, mlflow_serve
 
     ids = json.loads((folder / IDS_FILE).read_text())
     assert set(ids) == set(tracking) and ids["wandb"] == wandb["ids"][0]
-    assert ids["tensorboard"] == str(out / "tensorboard" / result["run_id"])
+    assert ids["tensorboard"] == result["run_id"]  # the run's folder under log_dir: an id, never a path read back
+
+
+def test_two_workers_track_to_a_new_experiment_on_a_server(write_suite, mlflow_server, tmp_path):
+    """Two worker processes open their runs at once in an experiment the server does not have yet: the suite creates
+    it once before the workers start, and every run reads back finished, with its numbers."""
+    tracking = {"mlflow": {"tracking_uri": mlflow_server, "experiment": "two-workers"}}
+    config = write_suite(strategies={"linear": {"epochs": 1}}, streams={"mini-split-digits": {"n_tasks": 2}},
+                         seeds=[0, 1, 2, 3], tracking=tracking)
+    client = MlflowClient(mlflow_server)
+    assert client.get_experiment_by_name("two-workers") is None
+    out = tmp_path / "out"
+    assert run_suite.main(["--config", str(config), "--out", str(out), "--quiet", "--workers", "2"]) == 0
+    results = {result["run_id"]: result for result in iter_results(out)}
+    runs = client.search_runs([client.get_experiment_by_name("two-workers").experiment_id])
+    assert sorted(run.info.run_name for run in runs) == sorted(results) and len(runs) == 4
+    for run in runs:
+        result = results[run.info.run_name]
+        assert run.info.status == "FINISHED" and run.data.tags["cl_bench.status"] == "ok"
+        assert {key: mlflow_history(client, run, key) for key in run.data.metrics} == expected(result)
 
 
 def test_a_resumed_run_continues_its_tracked_run(write_suite, tmp_path):

@@ -10,7 +10,8 @@ naming the pip extra); each run's `Tracker` logs to every sink (tracker.py says 
 """
 
 from benchmark.tracking import mlflow_sink, tensorboard_sink, wandb_sink  # noqa: F401  (register the sinks)
-from benchmark.tracking.base import SINKS, SinkContext, TrackingPlan, plan_tracking, register_sink
+from benchmark.tracking.base import SINKS, SinkContext, TrackingPlan, plan_tracking, prepare_tracking, register_sink
 from benchmark.tracking.tracker import IDS_FILE, Tracker
 
-__all__ = ["IDS_FILE", "SINKS", "SinkContext", "Tracker", "TrackingPlan", "plan_tracking", "register_sink"]
+__all__ = ["IDS_FILE", "SINKS", "SinkContext", "Tracker", "TrackingPlan", "plan_tracking", "prepare_tracking",
+           "register_sink"]

@@ -2,7 +2,9 @@
 
 A sink is told three things about a run: `start` (its configuration; a resumed run passes the id the sink returned
 the first time, so the same tracked run continues), `log` (named numbers at a step), `finish` (the result file and
-the run's status). What is logged is decided once, in `tracker.py`; a sink only says where it goes.
+the run's status). What is logged is decided once, in `tracker.py`; a sink only says where it goes. What runs share
+(MLflow's experiment) is created once, before any worker starts (`prepare_tracking`, `SinkParams.prepare`), so that
+workers never race to create it.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ class SinkParams:
 
     REQUIRES: ClassVar[tuple[str, str]]
 
+    def prepare(self, context: SinkContext) -> None:
+        """Create what every run of the suite shares, once, in the suite's process before workers start (default:
+        nothing)."""
+
 
 @dataclass(frozen=True)
 class TrackingPlan:
@@ -70,6 +76,12 @@ def plan_tracking(config: SuiteConfig) -> TrackingPlan:
         require_package(component.name, params)
         sinks.append((component.name, params))
     return TrackingPlan(config.name, tuple(sinks))
+
+
+def prepare_tracking(plan: TrackingPlan, out_dir: Path) -> None:
+    """Every sink's shared state (`SinkParams.prepare`), created once before the runs start."""
+    for _, params in plan.sinks:
+        params.prepare(SinkContext(out_dir, plan.experiment))
 
 
 def flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

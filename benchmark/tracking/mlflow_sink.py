@@ -6,7 +6,8 @@ MLflow 3 keeps the file store in maintenance mode and refuses it unless `MLFLOW_
 sink sets for `file:` URIs only (the user chose the file store); `sqlite:///<path>.db` is MLflow's own database
 store, `http://host:port` a tracking server. Parameters are the run's configuration flattened (`strategy_params.lr`),
 plus `config.json`; metrics as in tracker.py; `result.json` as an artifact; status FINISHED, or FAILED with tag
-`cl_bench.status` (failed, diverged).
+`cl_bench.status` (failed, diverged). The experiment is created once, before workers start (`prepare`), and found or
+created idempotently by each run (a run started outside a suite, a race lost to another process).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from urllib.parse import urlparse
 
 from benchmark.config import require
 from benchmark.results import STATUS_OK
+from benchmark.safe_io import real_folder
 from benchmark.tracking.base import SinkContext, SinkParams, flat_config, register_sink
 
 BATCH = 100  # MLflow accepts at most 100 parameters per log_batch call
@@ -37,16 +39,42 @@ class MlflowParams(SinkParams):
         require(not self.tracking_uri or bool(urlparse(self.tracking_uri).scheme), "tracking_uri",
                 "empty or a URI (file:/path, sqlite:///path.db, http://host:port)", self.tracking_uri)
 
+    def prepare(self, context: SinkContext) -> None:
+        """The suite's experiment, created once before the workers open their runs."""
+        client, name = _client(self, context)
+        experiment_id(client, name)
+
+
+def _client(params: MlflowParams, context: SinkContext) -> tuple[Any, str]:
+    """The client of the tracking URI (default: a file store in `<results>/mlruns`, a real folder) and the
+    experiment's name."""
+    uri = params.tracking_uri or real_folder(context.out_dir, "mlruns").resolve().as_uri()
+    if uri.startswith("file:"):
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri), params.experiment or context.experiment or "cl-vit-bench"
+
+
+def experiment_id(client: Any, name: str) -> str:
+    """The id of experiment `name`, created if missing; another process creating it at the same moment is fine."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:  # RESOURCE_ALREADY_EXISTS: created since we looked; anything else raises again below
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
 
 class MlflowSink:
     def __init__(self, params: MlflowParams, context: SinkContext) -> None:
-        uri = params.tracking_uri or (context.out_dir / "mlruns").resolve().as_uri()
-        if uri.startswith("file:"):
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient(uri)
-        self.experiment = params.experiment or context.experiment or "cl-vit-bench"
+        self.client, self.experiment = _client(params, context)
         self.run_id = ""
 
     def start(self, name: str, config: Mapping[str, Any], resume_id: Optional[str]) -> str:
@@ -60,9 +88,8 @@ class MlflowSink:
                 return resume_id
             except MlflowException as error:
                 warnings.warn(f"MLflow run {resume_id} of {name} cannot be reopened ({error}); starting a new one")
-        experiment = self.client.get_experiment_by_name(self.experiment)
-        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(self.experiment)
-        self.run_id = self.client.create_run(experiment_id, run_name=name, tags={"cl_bench.run_id": name}).info.run_id
+        experiment = experiment_id(self.client, self.experiment)
+        self.run_id = self.client.create_run(experiment, run_name=name, tags={"cl_bench.run_id": name}).info.run_id
         params = [Param(key, value) for key, value in flat_config(config).items()]
         for start in range(0, len(params), BATCH):
             self.client.log_batch(self.run_id, params=params[start:start + BATCH])

@@ -5,16 +5,19 @@ The configuration is a text summary (`config`, JSON), numbers are scalars under 
 status a text summary (`status`). TensorBoard has no artifact store: `result.json` is copied into the run's event
 folder. A resumed run writes a new event file into the same folder, which TensorBoard reads as one run; a run that
 starts again from task 0 logs steps that go back, and TensorBoard's reader drops the earlier, orphaned values.
+The run's folder is always `<log_dir>/<run_id>` (the id stored in `tracking.json` is the run id, never a path read
+back from the results folder); the default `<results>/tensorboard/<run_id>` is made of real folders
+(`benchmark.safe_io.real_folder`).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from benchmark.safe_io import real_folder, write_atomic
 from benchmark.tracking.base import SinkContext, SinkParams, register_sink
 
 
@@ -27,18 +30,17 @@ class TensorboardParams(SinkParams):
 
 class TensorboardSink:
     def __init__(self, params: TensorboardParams, context: SinkContext) -> None:
-        self.root = Path(params.log_dir) if params.log_dir else context.out_dir / "tensorboard"
+        self.log_dir, self.out_dir = params.log_dir, context.out_dir
         self.writer: Any = None
 
     def start(self, name: str, config: Mapping[str, Any], resume_id: Optional[str]) -> str:
         from torch.utils.tensorboard import SummaryWriter
 
-        folder = Path(resume_id) if resume_id else self.root / name
-        self.folder = folder
-        self.writer = SummaryWriter(str(folder))
+        self.folder = Path(self.log_dir) / name if self.log_dir else real_folder(self.out_dir, "tensorboard", name)
+        self.writer = SummaryWriter(str(self.folder))
         if not resume_id:
             self.writer.add_text("config", json.dumps(dict(config), indent=1, sort_keys=True), 0)
-        return str(folder)
+        return name
 
     def log(self, values: Mapping[str, float], step: int) -> None:
         for key, value in values.items():
@@ -48,7 +50,7 @@ class TensorboardSink:
     def finish(self, result_file: Path, status: str) -> None:
         self.writer.add_text("status", status, 0)
         self.writer.close()
-        shutil.copyfile(result_file, self.folder / result_file.name)
+        write_atomic(self.folder / result_file.name, result_file.read_bytes())
 
 
 @register_sink("tensorboard", TensorboardParams)

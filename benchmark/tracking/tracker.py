@@ -6,7 +6,9 @@ test set) and `retained/<protocol>` (with the pre-trained model's at step 0); at
 result file as an artifact and the status. The configuration (the run's spec) is recorded when the run opens.
 
 `tracking.json` in the run's folder keeps each sink's id of the tracked run; a run resumed from its checkpoint reopens
-those, so a crash and a re-run make one tracked run, not two. A run that starts from scratch opens new ones.
+those, so a crash and a re-run make one tracked run, not two. A run that starts from scratch opens new ones. A
+`tracking.json` that is not a small mapping of sink names to string ids (a folder, a FIFO, another shape) is ignored:
+the run opens new tracked runs.
 """
 
 from __future__ import annotations
@@ -19,9 +21,21 @@ from typing import Any, Mapping
 
 from benchmark.checkpoints import Progress
 from benchmark.results import STATUS_OK, RunSpec, numeric_fields, write_json_atomic
+from benchmark.safe_io import UnreadableFile, read_bounded
 from benchmark.tracking.base import SINKS, Sink, SinkContext, TrackingPlan
 
 IDS_FILE = "tracking.json"
+MAX_IDS_BYTES = 2**16
+
+
+def stored_ids(path: Path) -> dict[str, str]:
+    """The tracked runs' ids a run's `tracking.json` holds, or none if it is missing or not what this module wrote."""
+    try:
+        ids = json.loads(read_bounded(path, MAX_IDS_BYTES))
+    except (FileNotFoundError, UnreadableFile, ValueError, RecursionError):
+        return {}
+    valid = isinstance(ids, dict) and all(isinstance(v, str) for v in ids.values())
+    return ids if valid else {}
 
 
 def _finite(values: Mapping[str, Any]) -> dict[str, float]:
@@ -49,7 +63,7 @@ class Tracker:
         if not self.plan.sinks:
             return
         ids_path = self.run_folder / IDS_FILE
-        ids = json.loads(ids_path.read_text()) if resuming and ids_path.is_file() else {}
+        ids = stored_ids(ids_path) if resuming else {}
         for name, params in self.plan.sinks:
             sink = SINKS.builder(name)(params, self.context)
             ids[name] = sink.start(self.spec.run_id, self.spec.as_dict(), ids.get(name))

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Optional
 
 from benchmark.config import require
 from benchmark.results import STATUS_OK
+from benchmark.safe_io import real_folder
 from benchmark.tracking.base import SinkContext, SinkParams, register_sink
 
 MODES = ("offline", "online")
@@ -43,7 +44,10 @@ class WandbSink:
     def start(self, name: str, config: Mapping[str, Any], resume_id: Optional[str]) -> str:
         import wandb
 
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.params.dir:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        else:  # W&B writes <results>/wandb/: a real folder of the results folder, not a link planted there
+            real_folder(self.dir, "wandb")
         self.run = wandb.init(project=self.params.project, entity=self.params.entity or None, dir=str(self.dir),
                               mode=self.params.mode, id=resume_id, name=name,
                               group=self.group or None, config=dict(config), resume="allow" if resume_id else None,
