@@ -31,7 +31,7 @@ from benchmark.published import write_published
 from benchmark.recipe import input_pipeline, run_precision
 from benchmark.runner import run
 from benchmark.runtime import Runtime
-from benchmark.safe_io import FolderError, UnsafePathError, remove_partials, require_file_slot
+from benchmark.safe_io import FolderError, UnsafePathError, real_folder, remove_partials, require_file_slot
 from benchmark.streams import build_stream, stream_params
 from benchmark.tracking import Tracker, TrackingPlan, plan_tracking, prepare_tracking
 from strategies.base import STRATEGIES, build_strategy, strategy_config
@@ -168,8 +168,6 @@ def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpo
     not check out is not trusted: the run goes again, and `notify` gets one line naming the file and why.
     `finished(spec, status, result path)` is called as each run ends, in the order they end."""
     load_plugins(config.imports)
-    if config.share:
-        runtime = runtime.with_store(config.cache.folder_for(out_dir), config.cache.limit_bytes)
     specs = plan_runs(config, runtime)
     tracking = plan_tracking(config)
     executor = EXECUTORS.get(config.executor.name)
@@ -177,6 +175,7 @@ def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpo
     outcome = SuiteOutcome()
     with results_lock(out_dir):
         remove_partials(out_dir)
+        runtime = runtime.with_store(feature_store_folder(config, out_dir), config.cache.limit_bytes)
         write_published(out_dir, config.published)
         todo = []
         for spec in specs:
@@ -201,6 +200,15 @@ def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpo
                     job.spec.run_id)
                 finished(job.spec, status, result_path(out_dir, job.spec.run_id))
     return outcome
+
+
+def feature_store_folder(config: SuiteConfig, out_dir: Path) -> Optional[Path]:
+    """The persistent feature store's folder (benchmark/feature_store.py), None without sharing or cache. The default,
+    inside the results folder, must be a real folder there (a planted link would lead the store's writes out)."""
+    folder = config.cache.folder_for(out_dir) if config.share else None
+    if folder is None or folder != out_dir / "cache" / "features":
+        return folder
+    return real_folder(out_dir, "cache", "features")
 
 
 def discard_foreign_checkpoint(path: Path, spec: RunSpec, notify: Callable[[str], None]) -> None:
