@@ -23,17 +23,16 @@ def module_state(strategy) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("petl", ["adapter", "ssf", "vpt_shallow", "vpt_deep", "finetune"])
 def test_the_module_trains_on_the_first_task_only_and_prototypes_concatenate(petl, backbone, stream):
     torch.manual_seed(0)
-    strategy = build_strategy("aper", {"petl": petl, "epochs": 2, "lr": 0.1, "batch_size": 16},
+    strategy = build_strategy("aper", {"petl": petl, "epochs": 1, "lr": 0.1, "batch_size": 16},
                               copy.deepcopy(backbone.model), RUNTIME)
     initial = module_state(strategy)
     strategy.train_task(stream.tasks[0])
     after_first = module_state(strategy)
     assert any(not torch.equal(after_first[n], initial[n]) for n in initial)  # the first task trained them
-    for task in stream.tasks[1:3]:
-        strategy.train_task(task)
+    strategy.train_task(stream.tasks[1])
     assert all(torch.equal(p, after_first[n]) for n, p in module_state(strategy).items())  # then never again
 
-    images, labels = zip(*(as_tensors(task.train_unaugmented) for task in stream.tasks[:3]))
+    images, labels = zip(*(as_tensors(task.train_unaugmented) for task in stream.tasks[:2]))
     images, labels = torch.cat(images), torch.cat(labels)
     strategy.eval()
     with torch.no_grad():
@@ -41,8 +40,8 @@ def test_the_module_trains_on_the_first_task_only_and_prototypes_concatenate(pet
     frozen = torch.from_numpy(pretrained_features(backbone, images))
     assert not torch.allclose(adapted, frozen, atol=1e-4)  # the two halves differ
     concatenated = torch.cat([frozen, adapted], dim=1)
-    expected = torch.stack([concatenated[labels == c].mean(0) for c in range(6)])
-    assert strategy.prototypes.means.shape == (6, 2 * backbone.model.num_features)
+    expected = torch.stack([concatenated[labels == c].mean(0) for c in range(4)])
+    assert strategy.prototypes.means.shape == (4, 2 * backbone.model.num_features)
     assert torch.allclose(strategy.prototypes.means, expected, rtol=1e-5, atol=1e-5)
 
 
