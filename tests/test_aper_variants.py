@@ -273,11 +273,11 @@ def test_ranpac_phase_one_trains_the_chosen_module_on_the_first_task_only(backbo
 
 
 def test_sharing_changes_no_number_of_the_variants(tmp_path, tiny_backbone_params):
-    """The hooked modules are in the fingerprint that decides what is shared: a suite of block hooks (deep prompts)
-    and output hooks (SSF, in RanPAC) writes the same results with sharing on and off. (The fine-tuned copy is an
-    ordinary submodule, whose tensors the fingerprint reads as any other.)"""
-    strategies = {"aper@vpt_deep": {"petl": "vpt_deep", "epochs": 1},
-                  "ranpac@ssf": {"petl": "ssf", "epochs": 1, "projection_dim": 32}}
+    """The prompts' block pre-hooks are in the fingerprint that decides what is shared: a suite of RanPAC with deep
+    prompts in phase 1 writes the same results with sharing on and off. (SSF's output hooks are the kind the
+    adapter's are, which tests/test_sharing.py covers; the fine-tuned copy is an ordinary submodule, whose tensors
+    the fingerprint reads as any other.)"""
+    strategies = {"ranpac@vpt_deep": {"petl": "vpt_deep", "epochs": 1, "projection_dim": 32}}
     outs = {}
     for share in (True, False):
         config = tmp_path / f"share-{share}.yaml"
