@@ -1,21 +1,34 @@
-"""First-session adaptation, shared by APER (its adapter variant) and RanPAC's optional phase 1: AdaptFormer adapters
-in every block of the frozen ViT, trained on the first task only with a cosine head, then frozen for good; the head
-is discarded (LAMDA-PILOT `models/aper_adapter.py` + `backbone/vit_adapter.py`, RanPAC/RanPAC `RanPAC.py` `_train`).
+"""First-session adaptation, shared by APER and RanPAC's optional phase 1: a parameter-efficient module (or a copy of
+the whole network) on the frozen ViT, trained on the first task only with a cosine head, then frozen for good; the
+head is discarded (RevisitingCIL@a2e6b71 `models/aper_*.py` `_train`, RanPAC/RanPAC@012927f `RanPAC.py` `_train`).
 
-The adapter is PILOT's AdaptFormer setting: parallel to the MLP, input the residual stream, bottleneck 64, ReLU,
-dropout 0.1 on the bottleneck, fixed scale 0.1, "lora" initialisation (a fresh adapter adds nothing, so the
-pre-trained features are unchanged before training). The head is PILOT's `CosineLinear`: sigma * cos(f, w_c), sigma
-learnable from 1, rows uniform in +-1/sqrt(d). Training: SGD (momentum 0.9) on adapters and head, cross-entropy over
-the first task's classes, cosine lr schedule to 0.
+Which module is `petl` (`PETLS`, a registry of builders (backbone, config) -> `FirstSessionModule`), the variants of
+RevisitingCIL's `exps/aper_*`:
+- `adapter` (here): AdaptFormer adapters in every block, PILOT's setting: parallel to the MLP, input the residual
+  stream, bottleneck 64, ReLU, dropout 0.1 on the bottleneck, fixed scale 0.1, "lora" initialisation (a fresh adapter
+  adds nothing, so the pre-trained features are unchanged before training);
+- `ssf` (`strategies._ssf`): a per-channel scale and shift after the patch embedding, six places in every block and
+  the final norm;
+- `vpt_shallow`, `vpt_deep` (`strategies._vpt`): `prompt_tokens` learnable tokens at the input, or in every block;
+- `finetune` (here): every weight of a copy of the backbone (RevisitingCIL `models/aper_finetune.py`: the optimiser
+  takes all of the network's parameters); the backbone itself stays the pre-trained network.
+A module's `adapted(backbone, x)` is the adapted network's features, `pretrained(backbone, x)` the pre-trained
+network's: the hooked modules turned off (`switches`), or the untouched backbone beside a fine-tuned copy.
 
-Deviation: the shared loop anneals the lr per step, the reference per epoch (`CosineAnnealingLR(T_max=epochs)`).
+The head is PILOT's `CosineLinear`: sigma * cos(f, w_c), sigma learnable from 1, rows uniform in +-1/sqrt(d).
+Training: SGD (momentum 0.9) on the module's parameters and the head, cross-entropy over the first task's classes,
+cosine lr schedule to 0.
+
+Deviation: the shared loop anneals the lr per step by default (`schedule: cosine`), the references per epoch
+(`schedule: cosine-epochs`, the `reference*` presets).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +36,7 @@ from torch import nn
 
 from benchmark.config import require
 from benchmark.recipe import RecipeConfig
+from benchmark.registry import Registry
 from benchmark.runtime import Runtime
 from benchmark.streams import Task
 from strategies._adapter import Adapter, bypassed
@@ -35,6 +49,7 @@ from strategies._tuned import set_train_modes
 class FirstSessionConfig(RecipeConfig):
     """Fields a strategy with first-session adaptation adds to its config; None: filled by the strategy's preset."""
 
+    petl: Optional[str] = None  # the first-session module: a name of PETLS (adapter, ssf, vpt_shallow, ...)
     epochs: Optional[int] = None  # first-task epochs (0: no adaptation, where the strategy allows it)
     batch_size: Optional[int] = None
     lr: Optional[float] = None  # SGD
@@ -44,12 +59,14 @@ class FirstSessionConfig(RecipeConfig):
     bottleneck: int = 64  # adapter width (PILOT ffn_num)
     adapter_scale: float = 0.1  # fixed output scale (PILOT ffn_adapter_scalar)
     adapter_dropout: float = 0.1  # on the bottleneck, while training
+    prompt_tokens: int = 5  # VPT's prompts at the input (shallow) or per block (deep): RevisitingCIL's and RanPAC's 5
 
     def check_first_session(self, min_epochs: int) -> None:
         """Validate the first-session fields (after the strategy's preset filled them)."""
         if self.schedule is None:
             object.__setattr__(self, "schedule", "cosine")
         self.resolve_recipe()
+        require(self.petl in PETLS.names(), "petl", f"one of {', '.join(PETLS.names())}", self.petl)
         require(self.epochs >= min_epochs, "epochs", f">= {min_epochs}", self.epochs)
         require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
         require(self.lr > 0, "lr", "> 0", self.lr)
@@ -59,6 +76,7 @@ class FirstSessionConfig(RecipeConfig):
         require(self.bottleneck >= 1, "bottleneck", ">= 1", self.bottleneck)
         require(self.adapter_scale > 0, "adapter_scale", "> 0", self.adapter_scale)
         require(0 <= self.adapter_dropout < 1, "adapter_dropout", "in [0, 1)", self.adapter_dropout)
+        require(self.prompt_tokens >= 1, "prompt_tokens", ">= 1", self.prompt_tokens)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, optimizer="sgd",
@@ -79,7 +97,30 @@ class CosineHead(nn.Module):
         return self.sigma * cosine_logits(features, self.weight)
 
 
-class FirstSessionAdapters(nn.Module):
+class FirstSessionModule(nn.Module):
+    """What trains in the first session, attached to the backbone the strategy owns (forward hooks, by default) or
+    beside it. Its parameters are the only trainable ones of the strategy that holds it."""
+
+    def switches(self) -> list[nn.Module]:
+        """The hooked modules whose `bypass` gives the backbone back its pre-trained computation."""
+        return []
+
+    def adapted(self, backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The adapted network's features."""
+        return backbone(x)
+
+    def pretrained(self, backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The pre-trained network's features."""
+        with bypassed(self.switches()):
+            return backbone(x)
+
+
+PETLS: Registry[Callable[[nn.Module, FirstSessionConfig], FirstSessionModule]] = Registry("first-session module")
+register_first_session = PETLS.register
+
+
+@register_first_session("adapter")
+class FirstSessionAdapters(FirstSessionModule):
     """One AdaptFormer adapter per block of `backbone`, attached on construction."""
 
     def __init__(self, backbone: nn.Module, config: FirstSessionConfig) -> None:
@@ -91,20 +132,32 @@ class FirstSessionAdapters(nn.Module):
         for adapter, block in zip(self.adapters, backbone.blocks):
             adapter.attach(block)
 
-    def bypassed(self):
-        """Context: the backbone runs without the adapters (the frozen, pre-trained network)."""
-        return bypassed(self.adapters)
+    def switches(self) -> list[nn.Module]:
+        return list(self.adapters)
 
 
-def adapt_first_session(owner: nn.Module, backbone: nn.Module, task: Task, config: FirstSessionConfig,
-                        runtime: Runtime) -> None:
-    """Train the adapters `owner` holds (its only trainable parameters) and a fresh cosine head on `task`; the
-    head is dropped afterwards. `owner` is the strategy: train mode exactly where parameters train."""
+@register_first_session("finetune")
+class FineTunedCopy(FirstSessionModule):
+    """A copy of the whole backbone, every weight trainable; the backbone stays the pre-trained network (the
+    reference's frozen branch is a freshly loaded pre-trained ViT, `MultiBranchCosineIncrementalNet`)."""
+
+    def __init__(self, backbone: nn.Module, config: FirstSessionConfig) -> None:
+        super().__init__()
+        self.tuned = copy.deepcopy(backbone).requires_grad_(True)
+
+    def adapted(self, backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return self.tuned(x)
+
+
+def adapt_first_session(owner: nn.Module, module: FirstSessionModule, backbone: nn.Module, task: Task,
+                        config: FirstSessionConfig, runtime: Runtime) -> None:
+    """Train `module` (the only trainable parameters `owner`, the strategy, holds) and a fresh cosine head on `task`;
+    the head is dropped afterwards. Train mode exactly where parameters train."""
     head = CosineHead(backbone.num_features, task.num_outputs).to(runtime.device)
     set_train_modes(owner)
     head.train()
-    loss = lambda x, y: F.cross_entropy(head(backbone(x)), y)  # noqa: E731
+    loss = lambda x, y: F.cross_entropy(head(module.adapted(backbone, x)), y)  # noqa: E731
     parameters = [p for p in owner.parameters() if p.requires_grad] + list(head.parameters())
     fit(loss, parameters, training_data(task, runtime), config.train_config(), runtime,
-        desc=f"first-session adapters {task.name}")
+        desc=f"first-session {config.petl} {task.name}")
     owner.eval()

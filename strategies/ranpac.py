@@ -2,8 +2,12 @@
 van den Hengel; NeurIPS 2023; arXiv 2307.02251), after the official code (RanPAC/RanPAC@012927f `RanPAC.py`
 `replace_fc`, `optimise_ridge_parameter`, `setup_RP`; `inc_net.py` `CosineLinear`; `args/*_publish.csv`).
 
-1. Phase 1 (optional, `epochs` > 0): first-session adaptation as APER (`strategies._first_session`: AdaptFormer
-   adapters trained on the first task with a cosine head, then frozen; the head is discarded).
+1. Phase 1 (optional, `epochs` > 0): first-session adaptation as APER (`strategies._first_session`: a
+   parameter-efficient module trained on the first task with a cosine head, then frozen; the head is discarded).
+   `petl` names the module, among those RanPAC's code offers for phase 1 (`RanPAC.py:225-236`, `inc_net.py:80-113`):
+   `adapter` (AdaptFormer), `ssf` (scale and shift of features) and `vpt_deep` / `vpt_shallow` (prompt tokens in
+   every block / at the input; the official code fixes deep prompts of 5 tokens). Full fine-tuning is not one of
+   them (RanPAC's `joint_full` trains on all the data at once, not on the first task).
 2. After phase 1 a random projection W_rand in R^{d x M} (standard Gaussian, drawn once from torch's generator, as
    the reference's `torch.randn`) is frozen; h = ReLU(f W_rand) for the backbone's features f (`projection_dim` 0:
    h = f, the paper's "no RPs" ablation).
@@ -21,9 +25,11 @@ counted in `params_added`; `report()` gives their memory (`ranpac_memory_mb`) an
 800 MB in float64 (400 MB in float32) at the reference's M = 10,000.
 
 Presets (`preset:`, filling the unset fields): `reference` (ViT-B/16 on CIFAR-100, args/cifar224_publish.csv ID 7:
-M 10,000, phase 1 20 epochs, batch 48, lr 0.01, wd 5e-4), `reference-imagenet-r` (M 10,000; phase 1 with the adapter
-at LAMDA-PILOT's ImageNet-R settings, exps/ranpac_inr.json: 10 epochs, batch 16, lr 0.05, wd 5e-3) and `mini`
-(default: M 1,000, phase 1 as APER's mini preset: 5 epochs, batch 16, lr 0.05, wd 5e-4).
+M 10,000, phase 1 with the adapter, 20 epochs, batch 48, lr 0.01, wd 5e-4), `reference-imagenet-r`
+(args/imagenetr_publish.csv ID 7: M 10,000, phase 1 with SSF, 20 epochs, batch 48, lr 0.01, wd 5e-4, `min_lr` 0) and
+`mini` (default: M 1,000, phase 1 with the adapter as APER's mini preset: 5 epochs, batch 16, lr 0.05, wd 5e-4).
+LAMDA-PILOT's ImageNet-R port trains the adapter instead (exps/ranpac_inr.json: 10 epochs, batch 16, lr 0.05, wd
+5e-3): `{preset: reference-imagenet-r, petl: adapter, epochs: 10, batch_size: 16, lr: 0.05, weight_decay: 5.0e-3}`.
 
 The `reference*` presets also run the reference's recipe (benchmark/recipe.py): fp32; [0, 1] pixels without
 mean/std, RandomResizedCrop scale (0.05, 1) (bilinear), test Resize(224) on CIFAR (`input: unnormalised-resize224`,
@@ -39,8 +45,6 @@ Deviations from the reference:
 - The grid's ridges are computed from one eigendecomposition of the smaller Gram matrix of the 80% part
   (H H^T when it has fewer rows than columns, via (H^T H + lambda I)^-1 H^T = H^T (H H^T + lambda I)^-1): the same
   solutions as 17 solves, at a fraction of the cost. The final W_o is a direct solve.
-- The official code's ImageNet-R phase 1 uses SSF (20 epochs, batch 48, lr 0.01, wd 5e-4); only the adapter is
-  implemented here, at LAMDA-PILOT's settings for it.
 - `inference: cosine` drops the learnt sigma that LAMDA-PILOT's `CosineLinear` keeps from phase 1: the same argmax,
   other logits (ECE differs).
 - The mini preset anneals phase 1's lr per step (`schedule: cosine`) and keeps the suite's input pipeline.
@@ -59,18 +63,19 @@ from torch import nn
 
 from benchmark.config import apply_preset, require
 from benchmark.streams import Task
-from strategies._first_session import FirstSessionAdapters, FirstSessionConfig, adapt_first_session
+from strategies._first_session import PETLS, FirstSessionConfig, adapt_first_session
 from strategies._prototypes import cosine_logits, task_features
 from strategies.base import Strategy, register
 
 RECIPE = dict(schedule="cosine-epochs", precision="fp32")  # RanPAC.py:232, 279; no autocast in the reference
 PRESETS = {
-    "mini": dict(projection_dim=1000, epochs=5, batch_size=16, lr=0.05, weight_decay=5e-4),
-    "reference": dict(projection_dim=10000, epochs=20, batch_size=48, lr=0.01, weight_decay=5e-4,
+    "mini": dict(petl="adapter", projection_dim=1000, epochs=5, batch_size=16, lr=0.05, weight_decay=5e-4),
+    "reference": dict(petl="adapter", projection_dim=10000, epochs=20, batch_size=48, lr=0.01, weight_decay=5e-4,
                       input="unnormalised-resize224", **RECIPE),
-    "reference-imagenet-r": dict(projection_dim=10000, epochs=10, batch_size=16, lr=0.05, weight_decay=5e-3,
-                                 input="unnormalised", **RECIPE),
+    "reference-imagenet-r": dict(petl="ssf", projection_dim=10000, epochs=20, batch_size=48, lr=0.01,
+                                 weight_decay=5e-4, input="unnormalised", **RECIPE),
 }
+PHASE_ONE = ("adapter", "ssf", "vpt_deep", "vpt_shallow")  # the PETL methods RanPAC's code trains in phase 1
 RIDGE_GRID = tuple(10.0 ** k for k in range(-8, 9))  # the official `10.0 ** np.arange(-8, 9)`
 CRITERIA = ("mse", "accuracy")
 INFERENCE = ("raw", "cosine")
@@ -88,6 +93,7 @@ class RanPACConfig(FirstSessionConfig):
 
     def __post_init__(self) -> None:
         apply_preset(self, PRESETS)
+        require(self.petl in PHASE_ONE, "petl", f"one of {', '.join(PHASE_ONE)}", self.petl)
         self.check_first_session(min_epochs=0)
         require(self.projection_dim >= 0, "projection_dim", ">= 0", self.projection_dim)
         require(0 < self.held_out < 1, "held_out", "in (0, 1)", self.held_out)
@@ -133,7 +139,8 @@ class RanPAC(Strategy):
     def __init__(self, backbone: nn.Module, config: RanPACConfig, runtime) -> None:
         super().__init__(backbone, config, runtime)
         self.backbone.requires_grad_(False)
-        self.adapters = FirstSessionAdapters(self.backbone, config).to(runtime.device) if config.epochs else None
+        self.first_session = (PETLS.get(config.petl)(self.backbone, config).to(runtime.device) if config.epochs
+                              else None)
         device, dtype = runtime.device, DTYPES[config.statistics_dtype]
         self.width = config.projection_dim or self.feature_dim
         # drawn after phase 1 (as the reference), so a resumed run must take it from the checkpoint
@@ -150,8 +157,8 @@ class RanPAC(Strategy):
         return 4 * self.feature_dim * self.config.projection_dim + 2 * self.width**2 * self.gram.element_size()
 
     def train_task(self, task: Task) -> None:
-        if task.index == 0 and self.adapters is not None:
-            adapt_first_session(self, self.backbone, task, self.config, self.runtime)
+        if task.index == 0 and self.first_session is not None:
+            adapt_first_session(self, self.first_session, self.backbone, task, self.config, self.runtime)
         if task.index == 0 and self.config.projection_dim:
             self.projection = torch.randn(self.feature_dim, self.config.projection_dim).to(self.runtime.device)
         self.eval()
@@ -201,7 +208,7 @@ class RanPAC(Strategy):
             return cosine_logits(h, self.readout) if self.config.inference == "cosine" else h @ self.readout.T
 
     def feature_identity(self) -> str:
-        """The (adapted) backbone's features, a function of the modules alone (backbone and adapters)."""
+        """The (adapted) backbone's features, a function of the modules alone (backbone, first-session module)."""
         return ""
 
     def report(self) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""APER: the adapters train on the first task only (bit-identical afterwards), and its prototypes are class means
-of [pre-trained features, adapted features], the first half computed here by an untouched copy of the backbone."""
+"""APER: the first-session module (each `petl`) trains on the first task only (bit-identical afterwards), and its
+prototypes are class means of [pre-trained features, adapted features], the first half computed here by an untouched
+copy of the backbone."""
 
 import copy
 
+import pytest
 import torch
 
 from benchmark import costs
@@ -14,32 +16,32 @@ from test_prototypes import pretrained_features
 RUNTIME = Runtime.resolve("cpu", "fp32", progress=False)
 
 
-def adapter_state(strategy) -> dict[str, torch.Tensor]:
-    return {name: p.detach().clone() for name, p in strategy.adapters.named_parameters()}
+def module_state(strategy) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in strategy.first_session.named_parameters()}
 
 
-def test_adapters_train_on_the_first_task_only_and_prototypes_concatenate(backbone, stream):
+@pytest.mark.parametrize("petl", ["adapter", "ssf", "vpt_shallow", "vpt_deep", "finetune"])
+def test_the_module_trains_on_the_first_task_only_and_prototypes_concatenate(petl, backbone, stream):
     torch.manual_seed(0)
-    strategy = build_strategy("aper", {"epochs": 2, "lr": 0.1, "batch_size": 16}, copy.deepcopy(backbone.model),
-                              RUNTIME)
-    initial = adapter_state(strategy)
+    strategy = build_strategy("aper", {"petl": petl, "epochs": 1, "lr": 0.1, "batch_size": 16},
+                              copy.deepcopy(backbone.model), RUNTIME)
+    initial = module_state(strategy)
     strategy.train_task(stream.tasks[0])
-    after_first = adapter_state(strategy)
+    after_first = module_state(strategy)
     assert any(not torch.equal(after_first[n], initial[n]) for n in initial)  # the first task trained them
-    for task in stream.tasks[1:3]:
-        strategy.train_task(task)
-    assert all(torch.equal(p, after_first[n]) for n, p in adapter_state(strategy).items())  # then never again
+    strategy.train_task(stream.tasks[1])
+    assert all(torch.equal(p, after_first[n]) for n, p in module_state(strategy).items())  # then never again
 
-    images, labels = zip(*(as_tensors(task.train_unaugmented) for task in stream.tasks[:3]))
+    images, labels = zip(*(as_tensors(task.train_unaugmented) for task in stream.tasks[:2]))
     images, labels = torch.cat(images), torch.cat(labels)
     strategy.eval()
     with torch.no_grad():
-        adapted = strategy.backbone(images).double()
+        adapted = strategy.features(images).double()
     frozen = torch.from_numpy(pretrained_features(backbone, images))
     assert not torch.allclose(adapted, frozen, atol=1e-4)  # the two halves differ
     concatenated = torch.cat([frozen, adapted], dim=1)
-    expected = torch.stack([concatenated[labels == c].mean(0) for c in range(6)])
-    assert strategy.prototypes.means.shape == (6, 2 * backbone.model.num_features)
+    expected = torch.stack([concatenated[labels == c].mean(0) for c in range(4)])
+    assert strategy.prototypes.means.shape == (4, 2 * backbone.model.num_features)
     assert torch.allclose(strategy.prototypes.means, expected, rtol=1e-5, atol=1e-5)
 
 
