@@ -3,8 +3,9 @@
 Importing this package registers the built-in strategies.
 """
 
-from strategies import (aper, block_expansion, coda_prompt, dualprompt, full_ft, inflora, l2p, lae, linear,  # noqa: F401
-                        lora, ranpac, sd_lora, selective_lora, simplecil, slca, topk)
+from strategies import (aper, block_expansion, coda_prompt, dualprompt, ease, full_ft, inflora, l2p,  # noqa: F401
+                        lae, linear, lora, mos, ranpac, sd_lora, selective_lora, simplecil, slca, topk,
+                        tuna)
 from strategies.base import STRATEGIES, Strategy, build_strategy, register, strategy_config
 
 __all__ = ["STRATEGIES", "Strategy", "build_strategy", "register", "strategy_config"]

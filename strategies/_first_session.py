@@ -1,12 +1,14 @@
 """First-session adaptation, shared by APER (its adapter variant) and RanPAC's optional phase 1: AdaptFormer adapters
 in every block of the frozen ViT, trained on the first task only with a cosine head, then frozen for good; the head
 is discarded (LAMDA-PILOT `models/aper_adapter.py` + `backbone/vit_adapter.py`, RanPAC/RanPAC `RanPAC.py` `_train`).
+EASE trains every task's adapter set the same way (`train_with_cosine_head`, a fresh head over the task's classes).
 
 The adapter is PILOT's AdaptFormer setting: parallel to the MLP, input the residual stream, bottleneck 64, ReLU,
 dropout 0.1 on the bottleneck, fixed scale 0.1, "lora" initialisation (a fresh adapter adds nothing, so the
 pre-trained features are unchanged before training). The head is PILOT's `CosineLinear`: sigma * cos(f, w_c), sigma
-learnable from 1, rows uniform in +-1/sqrt(d). Training: SGD (momentum 0.9) on adapters and head, cross-entropy over
-the first task's classes, cosine lr schedule to 0.
+learnable from 1, rows uniform in +-1/sqrt(d), one row per class of the task (EASE's `proxy_fc`; on the first task
+of a class-incremental stream these are all the classes seen). Training: SGD (momentum 0.9) on adapters and head,
+cross-entropy over the task's classes, cosine lr schedule to 0.
 
 Deviation: the shared loop anneals the lr per step, the reference per epoch (`CosineAnnealingLR(T_max=epochs)`).
 """
@@ -26,7 +28,7 @@ from benchmark.recipe import RecipeConfig
 from benchmark.runtime import Runtime
 from benchmark.streams import Task
 from strategies._adapter import Adapter, bypassed
-from strategies._loop import SCHEDULES, TrainConfig, fit, training_data
+from strategies._loop import SCHEDULES, TrainConfig, fit, local_units, training_data
 from strategies._prototypes import cosine_logits
 from strategies._tuned import set_train_modes
 
@@ -96,15 +98,17 @@ class FirstSessionAdapters(nn.Module):
         return bypassed(self.adapters)
 
 
-def adapt_first_session(owner: nn.Module, backbone: nn.Module, task: Task, config: FirstSessionConfig,
-                        runtime: Runtime) -> None:
-    """Train the adapters `owner` holds (its only trainable parameters) and a fresh cosine head on `task`; the
-    head is dropped afterwards. `owner` is the strategy: train mode exactly where parameters train."""
-    head = CosineHead(backbone.num_features, task.num_outputs).to(runtime.device)
+def train_with_cosine_head(owner: nn.Module, backbone: nn.Module, task: Task, config: FirstSessionConfig,
+                           runtime: Runtime) -> None:
+    """Train the adapters `owner` holds (its only trainable parameters; `backbone(x)` runs them) and a fresh cosine
+    head over `task`'s classes on `task`; the head is dropped afterwards. `owner` is the strategy: train mode exactly
+    where parameters train."""
+    head = CosineHead(backbone.num_features, len(task.labels)).to(runtime.device)
+    position = local_units(task.labels, task.num_outputs, runtime.device)[1]
     set_train_modes(owner)
     head.train()
-    loss = lambda x, y: F.cross_entropy(head(backbone(x)), y)  # noqa: E731
+    loss = lambda x, y: F.cross_entropy(head(backbone(x)), position[y])  # noqa: E731
     parameters = [p for p in owner.parameters() if p.requires_grad] + list(head.parameters())
     fit(loss, parameters, training_data(task, runtime), config.train_config(), runtime,
-        desc=f"first-session adapters {task.name}")
+        desc=f"adapters with a cosine head {task.name}")
     owner.eval()

@@ -38,7 +38,7 @@ from torch import nn
 from benchmark.config import apply_preset
 from benchmark.sharing import shared_pass
 from benchmark.streams import Task
-from strategies._first_session import FirstSessionAdapters, FirstSessionConfig, adapt_first_session
+from strategies._first_session import FirstSessionAdapters, FirstSessionConfig, train_with_cosine_head
 from strategies._prototypes import ClassPrototypes, task_features
 from strategies.base import Strategy, register
 
@@ -73,7 +73,7 @@ class APER(Strategy):
 
     def train_task(self, task: Task) -> None:
         if task.index == 0:
-            adapt_first_session(self, self.backbone, task, self.config, self.runtime)
+            train_with_cosine_head(self, self.backbone, task, self.config, self.runtime)
         self.eval()
         features, labels = task_features(self.concatenated_features, task.train_unaugmented, self.runtime)
         self.prototypes.add(features, labels, task.num_outputs)

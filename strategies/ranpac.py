@@ -59,7 +59,7 @@ from torch import nn
 
 from benchmark.config import apply_preset, require
 from benchmark.streams import Task
-from strategies._first_session import FirstSessionAdapters, FirstSessionConfig, adapt_first_session
+from strategies._first_session import FirstSessionAdapters, FirstSessionConfig, train_with_cosine_head
 from strategies._prototypes import cosine_logits, task_features
 from strategies.base import Strategy, register
 
@@ -146,7 +146,7 @@ class RanPAC(Strategy):
 
     def train_task(self, task: Task) -> None:
         if task.index == 0 and self.adapters is not None:
-            adapt_first_session(self, self.backbone, task, self.config, self.runtime)
+            train_with_cosine_head(self, self.backbone, task, self.config, self.runtime)
         if task.index == 0 and self.config.projection_dim:
             self.projection = torch.randn(self.feature_dim, self.config.projection_dim).to(self.runtime.device)
         self.eval()
