@@ -23,12 +23,16 @@ Merging, entry by entry over the sets' tensors of one name (`merged_state`):
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import partial
 from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
 
+from benchmark.runtime import Runtime
+from benchmark.streams import Task
 from strategies._adapter import Adapter
+from strategies._prototypes import task_features
 
 Rule = Callable[[Sequence[torch.Tensor]], torch.Tensor]  # one name's tensors of several sets -> the merged tensor
 
@@ -64,6 +68,12 @@ class AdapterBank(nn.Module):
         self.sets.append(new)
         return new
 
+    def add_continuing(self) -> int:
+        """Append a set that starts from the newest set's weights (the first one fresh), as MOS and TUNA train one
+        adapter on from task to task and keep a copy per task; returns its index."""
+        self.add(like=len(self.sets) - 1 if len(self.sets) else None)
+        return len(self.sets) - 1
+
     @contextmanager
     def selected(self, index: Optional[int]) -> Iterator[None]:
         """Passes inside run set `index` (None: no set, the pre-trained network); afterwards every set is bypassed
@@ -87,6 +97,11 @@ class AdapterBank(nn.Module):
         network's as the only entry (a strategy that has learnt nothing yet still costs one pass)."""
         indices: Sequence[Optional[int]] = range(len(self.sets)) if len(self.sets) else [None]
         return torch.stack([self.features(backbone, x, index) for index in indices])
+
+    def task_features(self, backbone: nn.Module, task: Task, index: Optional[int],
+                      runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features with set `index`, labels) of `task`'s training images under the test transform."""
+        return task_features(partial(self.features, backbone, index=index), task.train_unaugmented, runtime)
 
     def freeze(self, index: int) -> None:
         self.sets[index].requires_grad_(False)

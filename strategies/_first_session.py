@@ -33,6 +33,10 @@ from strategies._prototypes import cosine_logits
 from strategies._tuned import set_train_modes
 
 
+# LAMDA-PILOT's recipe, which APER, EASE, MOS and TUNA's code all run (their utils/data.py `build_transform` and
+# per-epoch `CosineAnnealingLR`): [0, 1] pixels, RRC scale (0.05, 1), test Resize(256) + CenterCrop(224), fp32
+PILOT_RECIPE = dict(input="unnormalised", schedule="cosine-epochs", precision="fp32")
+
 @dataclass(frozen=True)
 class FirstSessionConfig(RecipeConfig):
     """Fields a strategy with first-session adaptation adds to its config; None: filled by the strategy's preset."""

@@ -85,6 +85,16 @@ class ClassGaussians(nn.Module):
         return list(zip(features.split(samples), labels.split(samples)))
 
 
+    def align(self, loss: Loss, parameters: Iterable[nn.Parameter], samples: int, epochs: int, period: int, lr: float,
+              momentum: float, weight_decay: float, runtime: Runtime, desc: str,
+              shrink: Optional[torch.Tensor] = None) -> None:
+        """Classifier alignment on the stored Gaussians (means multiplied by `shrink` where given): `align_classifier`
+        on `samples` features per Gaussian drawn afresh every epoch."""
+        distribution = self.distribution(shrink)
+        align_classifier(loss, parameters, lambda: self.sampled_batches(distribution, samples), epochs, lr, momentum,
+                         weight_decay, period, runtime, desc)
+
+
 def align_classifier(loss: Loss, parameters: Iterable[nn.Parameter], draw: Callable[[], list], epochs: int,
                      lr: float, momentum: float, weight_decay: float, period: int, runtime: Runtime,
                      desc: str) -> None:

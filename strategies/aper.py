@@ -38,15 +38,15 @@ from torch import nn
 from benchmark.config import apply_preset
 from benchmark.sharing import shared_pass
 from benchmark.streams import Task
-from strategies._first_session import FirstSessionAdapters, FirstSessionConfig, train_with_cosine_head
+from strategies._first_session import (PILOT_RECIPE, FirstSessionAdapters, FirstSessionConfig,
+                                        train_with_cosine_head)
 from strategies._prototypes import ClassPrototypes, task_features
 from strategies.base import Strategy, register
 
-RECIPE = dict(input="unnormalised", schedule="cosine-epochs", precision="fp32")
 PRESETS = {
     "mini": dict(epochs=5, batch_size=16, lr=0.05, weight_decay=5e-4),
-    "reference": dict(epochs=20, batch_size=48, lr=0.01, weight_decay=5e-4, **RECIPE),
-    "reference-imagenet-r": dict(epochs=20, batch_size=24, lr=0.05, weight_decay=5e-3, **RECIPE),
+    "reference": dict(epochs=20, batch_size=48, lr=0.01, weight_decay=5e-4, **PILOT_RECIPE),
+    "reference-imagenet-r": dict(epochs=20, batch_size=24, lr=0.05, weight_decay=5e-3, **PILOT_RECIPE),
 }
 
 

@@ -52,15 +52,14 @@ from benchmark.config import apply_preset, require
 from benchmark.sharing import shared_pass
 from benchmark.streams import Task
 from strategies._adapter_bank import AdapterBank, stored_sets
-from strategies._first_session import FirstSessionConfig, train_with_cosine_head
-from strategies._prototypes import ClassPrototypes, complement, cosine_logits, task_features
+from strategies._first_session import PILOT_RECIPE, FirstSessionConfig, train_with_cosine_head
+from strategies._prototypes import ClassPrototypes, complement, cosine_logits
 from strategies.base import Strategy, register
 
-RECIPE = dict(input="unnormalised", schedule="cosine-epochs", precision="fp32")
 PRESETS = {
     "mini": dict(epochs=2, batch_size=16, lr=0.05, weight_decay=5e-4),
-    "reference": dict(epochs=20, batch_size=48, lr=0.025, weight_decay=5e-4, **RECIPE),
-    "reference-imagenet-r": dict(epochs=20, batch_size=16, lr=0.05, weight_decay=5e-3, **RECIPE),
+    "reference": dict(epochs=20, batch_size=48, lr=0.025, weight_decay=5e-4, **PILOT_RECIPE),
+    "reference-imagenet-r": dict(epochs=20, batch_size=16, lr=0.05, weight_decay=5e-3, **PILOT_RECIPE),
 }
 
 
@@ -97,8 +96,7 @@ class EASE(Strategy):
         self.prototypes.append(ClassPrototypes(self.feature_dim).to(self.runtime.device))
         self.eval()
         for subspace, prototypes in enumerate(self.prototypes):
-            transform = partial(self.bank.features, self.backbone, index=subspace)
-            features, labels = task_features(transform, task.train_unaugmented, self.runtime)
+            features, labels = self.bank.task_features(self.backbone, task, subspace, self.runtime)
             prototypes.add(features, labels, task.num_outputs)
         grown = torch.cat([self.class_tasks, self.class_tasks.new_zeros(task.num_outputs - len(self.class_tasks))])
         grown[list(task.labels)] = index

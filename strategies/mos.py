@@ -65,20 +65,20 @@ from benchmark.config import apply_preset, require
 from benchmark.sharing import shared_pass
 from benchmark.streams import Task
 from strategies._adapter_bank import AdapterBank, ema_merge, merged_state, stored_sets
-from strategies._first_session import FirstSessionConfig
-from strategies._gaussians import COVARIANCES, ClassGaussians, align_classifier
+from strategies._first_session import PILOT_RECIPE, FirstSessionConfig
+from strategies._gaussians import COVARIANCES, ClassGaussians
 from strategies._heads import HEAD_INITS, GrowingClassifier
 from strategies._loop import TrainConfig, fit, task_cross_entropy, training_data
-from strategies._prototypes import ClassPrototypes, task_features
+from strategies._prototypes import ClassPrototypes
 from strategies._tuned import set_train_modes
 from strategies.base import Strategy, register
 
-RECIPE = dict(input="unnormalised", schedule="cosine-epochs", precision="fp32")
 PRESETS = {
     "mini": dict(epochs=2, batch_size=16, lr=0.03, weight_decay=5e-4, ca_epochs=5, ca_samples=80),
-    "reference": dict(epochs=20, batch_size=48, lr=0.03, weight_decay=5e-4, ca_epochs=30, ca_samples=240, **RECIPE),
+    "reference": dict(epochs=20, batch_size=48, lr=0.03, weight_decay=5e-4, ca_epochs=30, ca_samples=240,
+                      **PILOT_RECIPE),
     "reference-imagenet-r": dict(epochs=10, batch_size=16, lr=0.05, weight_decay=5e-3, ca_epochs=30, ca_samples=80,
-                                 **RECIPE),
+                                 **PILOT_RECIPE),
 }
 
 
@@ -133,19 +133,16 @@ class MOS(Strategy):
         self.register_buffer("class_tasks", torch.zeros(0, dtype=torch.long, device=device))
 
     def train_task(self, task: Task) -> None:
-        index = len(self.bank)
-        self.bank.add(like=index - 1 if index else None)
+        index = self.bank.add_continuing()
         self.head.grow(task.num_outputs)
         self.train_adapters(task, index)
         self.eval()
-        features, labels = task_features(partial(self.bank.features, self.backbone, index=index),
-                                         task.train_unaugmented, self.runtime)
+        features, labels = self.bank.task_features(self.backbone, task, index, self.runtime)
         self.statistics.add(features, labels, task.labels, index)
         if index > 0 and self.config.ca_epochs:
             self.align_head(index)
-        if index > 0:
-            features, labels = task_features(partial(self.bank.features, self.backbone, index=0),
-                                             task.train_unaugmented, self.runtime)
+        if index > 0:  # the prototypes are of set 0's features
+            features, labels = self.bank.task_features(self.backbone, task, 0, self.runtime)
         self.prototypes.add(features, labels, task.num_outputs)
         grown = torch.cat([self.class_tasks, self.class_tasks.new_zeros(task.num_outputs - len(self.class_tasks))])
         grown[list(task.labels)] = index
@@ -184,12 +181,10 @@ class MOS(Strategy):
 
     def align_head(self, index: int) -> None:
         config = self.config
-        distribution = self.statistics.distribution()
         loss = lambda f, y: F.cross_entropy(self.head(f), y)  # noqa: E731
-        align_classifier(loss, self.head.parameters(),
-                         lambda: self.statistics.sampled_batches(distribution, config.ca_samples), config.ca_epochs,
-                         config.ca_lr, config.momentum, config.weight_decay, config.ca_epochs, self.runtime,
-                         f"MOS alignment task {index}")
+        self.statistics.align(loss, self.head.parameters(), config.ca_samples, config.ca_epochs, config.ca_epochs,
+                              config.ca_lr, config.momentum, config.weight_decay, self.runtime,
+                              f"MOS alignment task {index}")
 
     def every_set(self, x: torch.Tensor) -> torch.Tensor:
         """(sets, n, d): each set's features, shared with equal passes on the same batch (logits and selection)."""

@@ -59,7 +59,7 @@ from benchmark.config import apply_preset, require
 from benchmark.recipe import RecipeConfig
 from benchmark.errors import ConfigError
 from benchmark.streams import Task
-from strategies._gaussians import COVARIANCES, ClassGaussians, align_classifier
+from strategies._gaussians import COVARIANCES, ClassGaussians
 from strategies._heads import TaskHeads
 from strategies._loop import check_finite, run_epoch, shuffled_batches, task_cross_entropy, training_data
 from strategies.base import Strategy, register
@@ -190,12 +190,10 @@ class SLCA(Strategy):
         config = self.config
         self.eval()
         self.heads.requires_grad_(True)  # every head aligns, the earlier ones included
-        distribution = self.statistics.distribution(self.statistics.growing_shrink(task_index))
         loss = lambda f, y: F.cross_entropy(self.normalised_logits(self.heads(f)), y)  # noqa: E731
-        align_classifier(loss, self.heads.parameters(),
-                         lambda: self.statistics.sampled_batches(distribution, config.ca_samples), config.ca_epochs,
-                         config.lr, config.momentum, config.weight_decay, config.ca_epochs, self.runtime,
-                         f"SLCA alignment task {task_index}")
+        self.statistics.align(loss, self.heads.parameters(), config.ca_samples, config.ca_epochs, config.ca_epochs,
+                              config.lr, config.momentum, config.weight_decay, self.runtime,
+                              f"SLCA alignment task {task_index}", shrink=self.statistics.growing_shrink(task_index))
         self.heads.freeze_earlier_heads()
 
 

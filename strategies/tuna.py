@@ -1,7 +1,8 @@
 """TUNA: Integrating Task-Specific and Universal Adapters for Pre-Trained Model-based Class-Incremental Learning
 (Wang, Zhou, Ye; ICCV 2025; arXiv 2508.08165), after the official code as released (commit 77d4f10 of its history,
 kept in the fork Ngahoang2005/ICCV2025-TUNA@62754c5, whose later commits are a third party's: `models/tuna.py`,
-`backbone/vit_tuna.py`, `utils/inc_net.py` `TUNANet`, `backbone/linears.py` `SimpleContinualLinear`, `exps/tuna_*.json`).
+`backbone/vit_tuna.py`, `utils/inc_net.py` `TUNANet`, `backbone/linears.py` `SimpleContinualLinear`,
+`exps/tuna_*.json`).
 
 Each task t, in `train_task`:
 1. Task-specific adapter set t (one AdaptFormer adapter per block, bottleneck r = 16, ReLU, dropout 0.1, scale 0.1;
@@ -52,7 +53,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Mapping, Optional
 
 import torch
@@ -63,22 +63,21 @@ from benchmark.config import apply_preset, require
 from benchmark.sharing import shared_pass
 from benchmark.streams import Task
 from strategies._adapter_bank import AdapterBank, emr_merge, merged_state, stored_sets
-from strategies._first_session import FirstSessionConfig
-from strategies._gaussians import COVARIANCES, ClassGaussians, align_classifier
+from strategies._first_session import PILOT_RECIPE, FirstSessionConfig
+from strategies._gaussians import COVARIANCES, ClassGaussians
 from strategies._heads import GrowingClassifier
 from strategies._loop import fit, local_units, training_data
-from strategies._prototypes import cosine_logits, task_features
+from strategies._prototypes import cosine_logits
 from strategies._tuned import set_train_modes
 from strategies.base import Strategy, register
 
-RECIPE = dict(input="unnormalised", schedule="cosine-epochs", precision="fp32")
 PRESETS = {
     "mini": dict(epochs=2, batch_size=16, lr=0.02, weight_decay=5e-4, orthogonal=0.0, ca_epochs=5, ca_samples=80,
                  ca_shrink=False),
     "reference": dict(epochs=15, batch_size=16, lr=0.01, weight_decay=5e-4, orthogonal=0.0, ca_epochs=30,
-                      ca_samples=80, ca_shrink=False, **RECIPE),
+                      ca_samples=80, ca_shrink=False, **PILOT_RECIPE),
     "reference-imagenet-r": dict(epochs=10, batch_size=32, lr=0.02, weight_decay=5e-4, orthogonal=1e-3, ca_epochs=30,
-                                 ca_samples=160, ca_shrink=True, **RECIPE),
+                                 ca_samples=160, ca_shrink=True, **PILOT_RECIPE),
 }
 UNIVERSAL = ("merged", "latest")
 ENTROPY_EPSILON = 1e-10  # inside the log, as the reference's
@@ -140,21 +139,22 @@ class TUNA(Strategy):
         return self.config.scale * cosine_logits(features, self.head.weight)
 
     def train_task(self, task: Task) -> None:
-        index = len(self.bank)
-        self.bank.add(like=index - 1 if index else None)
+        index = self.bank.add_continuing()
         self.head.grow(task.num_outputs)
         self.train_adapters(task, index)
-        if index > 0:
-            if not len(self.universal):
-                self.universal.add()
-                self.universal.freeze(0)
-            self.universal.sets[0].load_state_dict(merged_state(self.bank.sets, emr_merge))
         self.eval()
-        features, labels = task_features(partial(self.bank.features, self.backbone, index=index),
-                                         task.train_unaugmented, self.runtime)
-        self.statistics.add(features, labels, task.labels, index)
-        if index > 0 and self.config.ca_epochs:
-            self.align_head(index)
+        self.statistics.add(*self.bank.task_features(self.backbone, task, index, self.runtime), task.labels, index)
+        if index > 0:
+            self.merge_universal()
+            if self.config.ca_epochs:
+                self.align_head(index)
+
+    def merge_universal(self) -> None:
+        """The universal set <- the EMR merge of every task-specific set (added, frozen, at the second task)."""
+        if not len(self.universal):
+            self.universal.add()
+            self.universal.freeze(0)
+        self.universal.sets[0].load_state_dict(merged_state(self.bank.sets, emr_merge))
 
     def train_adapters(self, task: Task, index: int) -> None:
         """Set `index` and the classifier on the scaled cosines' cross-entropy over the task's classes, plus the
@@ -186,13 +186,11 @@ class TUNA(Strategy):
 
     def align_head(self, index: int) -> None:
         config = self.config
-        shrink = self.statistics.growing_shrink(index) if config.ca_shrink else None
-        distribution = self.statistics.distribution(shrink)
         loss = lambda f, y: F.cross_entropy(self.logits(f), y)  # noqa: E731
-        align_classifier(loss, self.head.parameters(),
-                         lambda: self.statistics.sampled_batches(distribution, config.ca_samples), config.ca_epochs,
-                         config.ca_lr, config.momentum, config.weight_decay, config.ca_period, self.runtime,
-                         f"TUNA alignment task {index}")
+        self.statistics.align(loss, self.head.parameters(), config.ca_samples, config.ca_epochs, config.ca_period,
+                              config.ca_lr, config.momentum, config.weight_decay, self.runtime,
+                              f"TUNA alignment task {index}",
+                              shrink=self.statistics.growing_shrink(index) if config.ca_shrink else None)
 
     def universal_features(self, x: torch.Tensor) -> torch.Tensor:
         """The universal adapter's features: the merged set, or with `universal: latest` the newest task set."""

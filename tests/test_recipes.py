@@ -67,7 +67,8 @@ REFERENCE_TRAIN_SCALE = {
     ("ranpac", "reference"): (0.05, 1.0), ("aper", "reference"): (0.05, 1.0), ("l2p", "reference"): (0.05, 1.0),
     ("dualprompt", "official"): (0.05, 1.0), ("sd_lora", "reference"): (0.05, 1.0),
     ("inflora", "reference"): (0.08, 1.0), ("coda_prompt", "reference-imagenet-r"): (0.08, 1.0),
-    ("ease", "reference"): (0.05, 1.0), ("mos", "reference-imagenet-r"): (0.05, 1.0), ("tuna", "reference"): (0.05, 1.0),
+    ("ease", "reference"): (0.05, 1.0), ("mos", "reference-imagenet-r"): (0.05, 1.0),
+    ("tuna", "reference"): (0.05, 1.0),
 }
 
 

@@ -73,7 +73,8 @@ def test_statistics_are_computed_once_per_class_and_never_refreshed(backbone, st
     strategy.train_task(second)
     assert strategy.statistics.units.tolist() == [*first.labels, *second.labels]
     assert strategy.statistics.tasks.tolist() == [0, 0, 1, 1]
-    assert torch.equal(strategy.statistics.means[:2], means) and torch.equal(strategy.statistics.spreads[:2], covariances)
+    statistics = strategy.statistics
+    assert torch.equal(statistics.means[:2], means) and torch.equal(statistics.spreads[:2], covariances)
     now, _ = class_statistics(strategy, first)
     assert (now - means).abs().max() > 1e-3  # the backbone moved; the stored statistics stayed
 
