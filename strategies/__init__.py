@@ -1,11 +1,14 @@
 """Strategies: one module per method, each registered by name in `strategies.base.STRATEGIES`.
 
-Importing this package registers the built-in strategies.
+Importing this package registers the built-in strategies, and those of installed plugins (entry points).
 """
 
 from strategies import (aper, block_expansion, coda_prompt, dualprompt, ease, full_ft, inflora, l2p,  # noqa: F401
                         lae, linear, lora, mos, ranpac, sd_lora, selective_lora, simplecil, slca, topk,
                         tuna)
 from strategies.base import STRATEGIES, Strategy, build_strategy, register, strategy_config
+from benchmark.plugins import load_plugins
+
+load_plugins()  # strategies, streams and backbones that installed packages declare (benchmark/plugins.py)
 
 __all__ = ["STRATEGIES", "Strategy", "build_strategy", "register", "strategy_config"]
