@@ -14,6 +14,7 @@ RevisitingCIL's `exps/aper_*`:
   takes all of the network's parameters); the backbone itself stays the pre-trained network.
 A module's `adapted(backbone, x)` is the adapted network's features, `pretrained(backbone, x)` the pre-trained
 network's: the hooked modules turned off (`switches`), or the untouched backbone beside a fine-tuned copy.
+EASE trains every task's adapter set the same way (`train_with_cosine_head`, a fresh head over the task's classes).
 
 The head is PILOT's `CosineLinear`: sigma * cos(f, w_c), sigma learnable from 1, rows uniform in +-1/sqrt(d).
 Training: SGD (momentum 0.9) on the module's parameters and the head, cross-entropy over the first task's classes,
@@ -40,10 +41,14 @@ from benchmark.registry import Registry
 from benchmark.runtime import Runtime
 from benchmark.streams import Task
 from strategies._adapter import Adapter, bypassed
-from strategies._loop import SCHEDULES, TrainConfig, fit, training_data
+from strategies._loop import SCHEDULES, TrainConfig, fit, local_units, training_data
 from strategies._prototypes import cosine_logits
 from strategies._tuned import set_train_modes
 
+
+# LAMDA-PILOT's recipe, which APER, EASE, MOS and TUNA's code all run (their utils/data.py `build_transform` and
+# per-epoch `CosineAnnealingLR`): [0, 1] pixels, RRC scale (0.05, 1), test Resize(256) + CenterCrop(224), fp32
+PILOT_RECIPE = dict(input="unnormalised", schedule="cosine-epochs", precision="fp32")
 
 @dataclass(frozen=True)
 class FirstSessionConfig(RecipeConfig):
@@ -61,12 +66,17 @@ class FirstSessionConfig(RecipeConfig):
     adapter_dropout: float = 0.1  # on the bottleneck, while training
     prompt_tokens: int = 5  # VPT's prompts at the input (shallow) or per block (deep): RevisitingCIL's and RanPAC's 5
 
-    def check_first_session(self, min_epochs: int) -> None:
-        """Validate the first-session fields (after the strategy's preset filled them)."""
+    def check_first_session(self, min_epochs: int, uses_petl: bool = True) -> None:
+        """Validate the first-session fields (after the strategy's preset filled them); `petl` only where the
+        strategy trains a first-session module (APER, RanPAC), else it must be unset (EASE, MOS, TUNA)."""
         if self.schedule is None:
             object.__setattr__(self, "schedule", "cosine")
         self.resolve_recipe()
-        require(self.petl in PETLS.names(), "petl", f"one of {', '.join(PETLS.names())}", self.petl)
+        if uses_petl:
+            require(self.petl in PETLS.names(), "petl", f"one of {', '.join(PETLS.names())}", self.petl)
+        else:
+            require(self.petl is None, "petl", "not set: this strategy trains its own adapters (remove the key)",
+                    self.petl)
         require(self.epochs >= min_epochs, "epochs", f">= {min_epochs}", self.epochs)
         require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
         require(self.lr > 0, "lr", "> 0", self.lr)
@@ -151,13 +161,21 @@ class FineTunedCopy(FirstSessionModule):
 
 def adapt_first_session(owner: nn.Module, module: FirstSessionModule, backbone: nn.Module, task: Task,
                         config: FirstSessionConfig, runtime: Runtime) -> None:
-    """Train `module` (the only trainable parameters `owner`, the strategy, holds) and a fresh cosine head on `task`;
-    the head is dropped afterwards. Train mode exactly where parameters train."""
-    head = CosineHead(backbone.num_features, task.num_outputs).to(runtime.device)
+    """Train `module` (the only trainable parameters `owner`, the strategy, holds) with a fresh cosine head on the
+    first `task`; the head is dropped afterwards."""
+    train_with_cosine_head(owner, lambda x: module.adapted(backbone, x), backbone.num_features, task, config, runtime,
+                           desc=f"first-session {config.petl} {task.name}")
+
+
+def train_with_cosine_head(owner: nn.Module, features: Callable[[torch.Tensor], torch.Tensor], dim: int, task: Task,
+                           config: FirstSessionConfig, runtime: Runtime, desc: str) -> None:
+    """Train what `owner` (the strategy) holds trainable, which `features` runs, with a fresh cosine head over
+    `task`'s classes on `task`; the head is dropped afterwards. Train mode exactly where parameters train."""
+    head = CosineHead(dim, len(task.labels)).to(runtime.device)
+    position = local_units(task.labels, task.num_outputs, runtime.device)[1]
     set_train_modes(owner)
     head.train()
-    loss = lambda x, y: F.cross_entropy(head(module.adapted(backbone, x)), y)  # noqa: E731
+    loss = lambda x, y: F.cross_entropy(head(features(x)), position[y])  # noqa: E731
     parameters = [p for p in owner.parameters() if p.requires_grad] + list(head.parameters())
-    fit(loss, parameters, training_data(task, runtime), config.train_config(), runtime,
-        desc=f"first-session {config.petl} {task.name}")
+    fit(loss, parameters, training_data(task, runtime), config.train_config(), runtime, desc=desc)
     owner.eval()

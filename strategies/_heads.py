@@ -54,11 +54,11 @@ HEAD_INITS: dict[str, HeadInit] = {
 
 
 class GrowingClassifier(nn.Module):
-    def __init__(self, in_features: int, init: str = "trunc_normal") -> None:
+    def __init__(self, in_features: int, init: str = "trunc_normal", bias: bool = True) -> None:
         super().__init__()
         self.init = HEAD_INITS[init]
         self.weight = nn.Parameter(torch.empty(0, in_features))
-        self.bias = nn.Parameter(torch.empty(0))
+        self.register_parameter("bias", nn.Parameter(torch.empty(0)) if bias else None)  # None: rows only (TUNA)
 
     @property
     def num_outputs(self) -> int:
@@ -75,12 +75,13 @@ class GrowingClassifier(nn.Module):
         if num_outputs <= old_outputs:
             return
         weight = torch.empty(num_outputs, in_features, device=self.weight.device)
-        bias = torch.zeros(num_outputs, device=self.bias.device)
+        bias = torch.zeros(num_outputs, device=self.weight.device)
         self.init(weight, bias)
         weight[:old_outputs] = self.weight
-        bias[:old_outputs] = self.bias
         self.weight = nn.Parameter(weight, requires_grad=self.weight.requires_grad)
-        self.bias = nn.Parameter(bias, requires_grad=self.bias.requires_grad)
+        if self.bias is not None:
+            bias[:old_outputs] = self.bias
+            self.bias = nn.Parameter(bias, requires_grad=self.bias.requires_grad)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return F.linear(features, self.weight, self.bias)

@@ -168,22 +168,32 @@ Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (images, labels) 
 
 
 def fit(loss_fn: Loss, parameters: Iterable[torch.nn.Parameter] | list[dict], data: Dataset, config: TrainConfig,
-        runtime: Runtime, desc: str = "train", on_epoch: Optional[Callable[[int], object]] = None) -> float:
+        runtime: Runtime, desc: str = "train", on_epoch: Optional[Callable[[int], object]] = None,
+        after_step: Optional[Callable[[], object]] = None) -> float:
     """Minimise `loss_fn` over `data` for `config.epochs` epochs; returns the mean loss of the last epoch.
-    `on_epoch(epoch)` runs before each epoch (e.g. a penalty that starts after warm-up epochs).
+    `on_epoch(epoch)` runs before each epoch (e.g. a penalty that starts after warm-up epochs), `after_step()` after
+    every optimiser step and lr update (e.g. MOS's merge of the trained adapters with the earlier ones).
 
     A NaN or infinite loss raises RunDiverged (checked at the end of each epoch)."""
     loader = shuffled_batches(data, config.batch_size, runtime, config.drop_last)
     optimizer = OPTIMIZERS[config.optimizer](parameters, config)
     schedule = SCHEDULES[config.schedule](optimizer, config.epochs, len(loader))
+    step = functools.partial(_after_step, schedule, after_step)
     losses: list[torch.Tensor] = []
     for epoch in runtime.bar(range(config.epochs), desc=desc):
         if on_epoch is not None:
             on_epoch(epoch)
-        losses = run_epoch(loss_fn, loader, optimizer, runtime, after_step=schedule.step if schedule else None,
-                           grad_clip=config.grad_clip)
+        losses = run_epoch(loss_fn, loader, optimizer, runtime, after_step=step, grad_clip=config.grad_clip)
         check_finite(losses, epoch, steps_before=epoch * len(loader))
     return float(torch.stack(losses).mean()) if losses else 0.0
+
+
+def _after_step(schedule: Optional[torch.optim.lr_scheduler.LRScheduler],
+                after_step: Optional[Callable[[], object]]) -> None:
+    if schedule is not None:
+        schedule.step()
+    if after_step is not None:
+        after_step()
 
 
 def shuffled_batches(data: Dataset, batch_size: int, runtime: Runtime,

@@ -1,5 +1,6 @@
 """Class prototypes: each class's mean feature over its training images, and the cosine classifier on them
-(SimpleCIL, APER; LAMDA-PILOT `replace_fc` + `CosineLinear`).
+(SimpleCIL, APER, EASE, MOS; LAMDA-PILOT `replace_fc` + `CosineLinear`); and EASE's prototype complement, which gives
+a class a prototype in a feature space where it has no images.
 
 The means are kept as per-class sums and counts (float64), so that a class seen again in a later task (a
 domain-incremental stream) gets the mean over all of its images so far; in a class-incremental stream each class
@@ -22,6 +23,15 @@ from strategies._loop import precompute
 def cosine_logits(features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """cos(features_i, weight_c) for every image i and class c (both sides L2-normalised)."""
     return F.linear(F.normalize(features, dim=1), F.normalize(weight, dim=1))
+
+
+def complement(own: torch.Tensor, anchors: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """EASE's semantic-guided mapping (sun-hailong/CVPR24-Ease@6d67508 models/ease.py:176-226): prototypes for m
+    classes in a space where they have no images, as softmax_k(cos(own_i, anchors_k)) @ targets. `own` (m, d): the
+    classes' prototypes in a space where they have images; `anchors` (k, d): the prototypes there of k classes that
+    also have images in the target space; `targets` (k, d): those k classes' prototypes in the target space. The
+    softmax is over the plain cosines, without temperature, as the reference's."""
+    return torch.softmax(cosine_logits(own, anchors), dim=1) @ targets
 
 
 def task_features(transform: Callable[[torch.Tensor], torch.Tensor], data: Dataset, runtime: Runtime,

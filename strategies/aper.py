@@ -59,23 +59,22 @@ from torch import nn
 from benchmark.config import apply_preset, require
 from benchmark.sharing import shared_pass
 from benchmark.streams import Task
-from strategies._first_session import PETLS, FirstSessionConfig, adapt_first_session
+from strategies._first_session import PETLS, PILOT_RECIPE, FirstSessionConfig, adapt_first_session
 from strategies._prototypes import ClassPrototypes, task_features
 from strategies.base import Strategy, register
 
-RECIPE = dict(input="unnormalised", schedule="cosine-epochs", precision="fp32")
 MINI = dict(epochs=5, batch_size=16, lr=0.05, weight_decay=5e-4)
-CIFAR_SETTINGS = dict(epochs=20, batch_size=48, lr=0.01, weight_decay=5e-4, **RECIPE)  # ssf, vpt_shallow, adapter
-DEEP_PROMPTS = dict(epochs=5, batch_size=16, lr=0.05, weight_decay=5e-4, **RECIPE)
+CIFAR_SETTINGS = dict(epochs=20, batch_size=48, lr=0.01, weight_decay=5e-4, **PILOT_RECIPE)  # ssf, vpt_shallow, adapter
+DEEP_PROMPTS = dict(epochs=5, batch_size=16, lr=0.05, weight_decay=5e-4, **PILOT_RECIPE)
 PRESETS = {  # petl -> preset -> settings (the table in the docstring)
     "adapter": {"mini": MINI, "reference": CIFAR_SETTINGS,
-                "reference-imagenet-r": dict(epochs=20, batch_size=24, lr=0.05, weight_decay=5e-3, **RECIPE)},
+                "reference-imagenet-r": dict(epochs=20, batch_size=24, lr=0.05, weight_decay=5e-3, **PILOT_RECIPE)},
     "ssf": {"mini": MINI, "reference": CIFAR_SETTINGS, "reference-imagenet-r": CIFAR_SETTINGS},
     "vpt_shallow": {"mini": MINI, "reference": CIFAR_SETTINGS, "reference-imagenet-r": CIFAR_SETTINGS},
     "vpt_deep": {"mini": MINI, "reference": DEEP_PROMPTS, "reference-imagenet-r": DEEP_PROMPTS},
     "finetune": {"mini": dict(MINI, lr=0.01),
-                 "reference": dict(epochs=20, batch_size=48, lr=0.01, weight_decay=5e-2, **RECIPE),
-                 "reference-imagenet-r": dict(epochs=5, batch_size=128, lr=0.01, weight_decay=5e-4, **RECIPE)},
+                 "reference": dict(epochs=20, batch_size=48, lr=0.01, weight_decay=5e-2, **PILOT_RECIPE),
+                 "reference-imagenet-r": dict(epochs=5, batch_size=128, lr=0.01, weight_decay=5e-4, **PILOT_RECIPE)},
 }
 
 

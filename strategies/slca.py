@@ -53,13 +53,13 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
 from torch.utils.data import DataLoader
 
 from benchmark.config import apply_preset, require
 from benchmark.recipe import RecipeConfig
 from benchmark.errors import ConfigError
 from benchmark.streams import Task
+from strategies._gaussians import COVARIANCES, ClassGaussians
 from strategies._heads import TaskHeads
 from strategies._loop import check_finite, run_epoch, shuffled_batches, task_cross_entropy, training_data
 from strategies.base import Strategy, register
@@ -69,8 +69,6 @@ PRESETS = {
     "reference": dict(epochs=20, milestones=(18,), batch_size=128),
     "reference-imagenet-r": dict(epochs=50, milestones=(40,), batch_size=128),
 }
-COVARIANCES = ("full", "diagonal")
-COVARIANCE_RIDGE = 1e-4  # added to every variance, so that a class with fewer images than dimensions can be sampled
 
 
 @dataclass(frozen=True)
@@ -122,12 +120,7 @@ class SLCA(Strategy):
         # the slow learner's heads, kept while the aligned ones are evaluated
         self.register_buffer("slow_weight", torch.zeros(0, dim, device=device))
         self.register_buffer("slow_bias", torch.zeros(0, device=device))
-        # one Gaussian per class and task: mean, covariance (or variances), output unit, task index
-        spread_shape = (0, dim, dim) if config.covariance == "full" else (0, dim)
-        self.register_buffer("class_means", torch.zeros(0, dim, device=device))
-        self.register_buffer("class_spreads", torch.zeros(spread_shape, device=device))
-        self.register_buffer("class_units", torch.zeros(0, dtype=torch.long, device=device))
-        self.register_buffer("class_tasks", torch.zeros(0, dtype=torch.long, device=device))
+        self.statistics = ClassGaussians(dim, config.covariance).to(device)  # one Gaussian per class and task
 
     def training_bytes(self) -> int:
         """The features drawn for one class in an alignment epoch (`ca_samples` x d, float32): a floor, since every
@@ -175,20 +168,7 @@ class SLCA(Strategy):
         """Append a Gaussian for each class of `task`, from its training images' features (eval mode, float64)."""
         self.eval()
         features, labels = self.training_features(task)
-        means, spreads = [], []
-        for unit in task.labels:
-            class_features = features[labels == unit]
-            means.append(class_features.mean(0))
-            if self.config.covariance == "full":
-                ridge = COVARIANCE_RIDGE * torch.eye(features.shape[1], dtype=features.dtype, device=features.device)
-                spreads.append(torch.cov(class_features.T) + ridge)
-            else:
-                spreads.append(class_features.var(0) + COVARIANCE_RIDGE)
-        units = torch.tensor(task.labels, device=self.class_units.device)
-        self.class_means = torch.cat([self.class_means, torch.stack(means).float()])
-        self.class_spreads = torch.cat([self.class_spreads, torch.stack(spreads).float()])
-        self.class_units = torch.cat([self.class_units, units])
-        self.class_tasks = torch.cat([self.class_tasks, torch.full_like(units, task.index)])
+        self.statistics.add(features, labels, task.labels, task.index)
 
     def training_features(self, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
         """Features (float64, computed in float32 without autocast) and labels of every training image of `task`,
@@ -204,14 +184,6 @@ class SLCA(Strategy):
 
     # 3. classifier alignment
 
-    def class_distribution(self, task_index: int) -> Distribution:
-        """The stored Gaussians at task `task_index`, each mean shrunk by 0.9 + 0.1 (t_c + 1) / (task_index + 1)."""
-        shrink = 0.9 + 0.1 * (self.class_tasks + 1).float() / (task_index + 1)
-        means = self.class_means * shrink[:, None]
-        if self.config.covariance == "full":
-            return MultivariateNormal(means, covariance_matrix=self.class_spreads)
-        return Independent(Normal(means, self.class_spreads.sqrt()), 1)
-
     def normalised_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """logits / (mean over heads of each head's logit L2 norm) / tau: no head wins by the scale of its logits."""
         if self.config.ca_temperature is None:
@@ -223,25 +195,11 @@ class SLCA(Strategy):
         config = self.config
         self.eval()
         self.heads.requires_grad_(True)  # every head aligns, the earlier ones included
-        optimizer = torch.optim.SGD(self.heads.parameters(), lr=config.lr, momentum=config.momentum,
-                                    weight_decay=config.weight_decay)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.ca_epochs)
-        distribution = self.class_distribution(task_index)
         loss = lambda f, y: F.cross_entropy(self.normalised_logits(self.heads(f)), y)  # noqa: E731
-        for epoch in self.runtime.bar(range(config.ca_epochs), desc=f"SLCA alignment task {task_index}"):
-            batches = self.sampled_batches(distribution)
-            check_finite(run_epoch(loss, batches, optimizer, self.runtime), epoch, epoch * len(batches))
-            schedule.step()
+        self.statistics.align(loss, self.heads.parameters(), config.ca_samples, config.ca_epochs, config.ca_epochs,
+                              config.lr, config.momentum, config.weight_decay, self.runtime,
+                              f"SLCA alignment task {task_index}", shrink=self.statistics.growing_shrink(task_index))
         self.heads.freeze_earlier_heads()
-
-    @torch.no_grad()
-    def sampled_batches(self, distribution: Distribution) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """`ca_samples` features per stored Gaussian, shuffled, in batches of `ca_samples` (one per Gaussian)."""
-        samples = distribution.sample((self.config.ca_samples,))  # (samples, classes, dim)
-        labels = self.class_units.expand(self.config.ca_samples, -1)
-        order = torch.randperm(samples.shape[0] * samples.shape[1], device=samples.device)
-        features, labels = samples.reshape(-1, samples.shape[-1])[order], labels.reshape(-1)[order]
-        return list(zip(features.split(self.config.ca_samples), labels.split(self.config.ca_samples)))
 
 
 @torch.no_grad()

@@ -45,6 +45,12 @@ REFERENCE_TEST = {
     ("ranpac", "reference-imagenet-r"): RESIZE256_BICUBIC,
     ("aper", "reference"): RESIZE256_BICUBIC,
     ("aper", "reference-imagenet-r"): RESIZE256_BICUBIC,
+    ("ease", "reference"): RESIZE256_BICUBIC,  # CVPR24-Ease, AAAI25-MOS, TUNA utils/data.py: PILOT's build_transform
+    ("ease", "reference-imagenet-r"): RESIZE256_BICUBIC,
+    ("mos", "reference"): RESIZE256_BICUBIC,
+    ("mos", "reference-imagenet-r"): RESIZE256_BICUBIC,
+    ("tuna", "reference"): RESIZE256_BICUBIC,
+    ("tuna", "reference-imagenet-r"): RESIZE256_BICUBIC,
     ("simplecil", "reference"): RESIZE256_BICUBIC,
     ("l2p", "reference"): RESIZE256_BICUBIC,
     ("l2p", "official"): RESIZE256_BICUBIC,
@@ -61,6 +67,8 @@ REFERENCE_TRAIN_SCALE = {
     ("ranpac", "reference"): (0.05, 1.0), ("aper", "reference"): (0.05, 1.0), ("l2p", "reference"): (0.05, 1.0),
     ("dualprompt", "official"): (0.05, 1.0), ("sd_lora", "reference"): (0.05, 1.0),
     ("inflora", "reference"): (0.08, 1.0), ("coda_prompt", "reference-imagenet-r"): (0.08, 1.0),
+    ("ease", "reference"): (0.05, 1.0), ("mos", "reference-imagenet-r"): (0.05, 1.0),
+    ("tuna", "reference"): (0.05, 1.0),
 }
 
 
@@ -154,7 +162,7 @@ def test_coda_cosine_is_gt_ripls_schedule_epoch_by_epoch():
 def test_cosine_epochs_is_a_per_epoch_cosine_annealing():
     """APER and RanPAC's phase 1: CosineAnnealingLR(T_max=epochs, eta_min=0) stepped after each epoch, as the
     references call it, on a dummy optimiser."""
-    for strategy in ("aper", "ranpac"):
+    for strategy in ("aper", "ranpac", "ease", "mos", "tuna"):
         train = strategy_config(strategy, {"preset": "reference"}).train_config()
         optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(()))], lr=1.0)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=train.epochs, eta_min=0)

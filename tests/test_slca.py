@@ -68,12 +68,13 @@ def test_statistics_are_computed_once_per_class_and_never_refreshed(backbone, st
     first, second = stream.tasks[:2]
     strategy.train_task(first)
     means, covariances = class_statistics(strategy, first)
-    assert torch.allclose(strategy.class_means, means, atol=1e-6)
-    assert torch.allclose(strategy.class_spreads, covariances, atol=1e-6)
+    assert torch.allclose(strategy.statistics.means, means, atol=1e-6)
+    assert torch.allclose(strategy.statistics.spreads, covariances, atol=1e-6)
     strategy.train_task(second)
-    assert strategy.class_units.tolist() == [*first.labels, *second.labels]
-    assert strategy.class_tasks.tolist() == [0, 0, 1, 1]
-    assert torch.equal(strategy.class_means[:2], means) and torch.equal(strategy.class_spreads[:2], covariances)
+    assert strategy.statistics.units.tolist() == [*first.labels, *second.labels]
+    assert strategy.statistics.tasks.tolist() == [0, 0, 1, 1]
+    statistics = strategy.statistics
+    assert torch.equal(statistics.means[:2], means) and torch.equal(statistics.spreads[:2], covariances)
     now, _ = class_statistics(strategy, first)
     assert (now - means).abs().max() > 1e-3  # the backbone moved; the stored statistics stayed
 
@@ -83,7 +84,8 @@ def test_alignment_samples_shrunk_means_and_normalises_logits_per_head(backbone,
     for task in stream.tasks[:2]:
         strategy.train_task(task)
     shrink = torch.tensor([0.95, 0.95, 1.0, 1.0])  # 0.9 + 0.1 (t_c + 1) / (t + 1) at t = 1
-    assert torch.allclose(strategy.class_distribution(1).mean, strategy.class_means * shrink[:, None])
+    assert torch.allclose(strategy.statistics.distribution(strategy.statistics.growing_shrink(1)).mean,
+                          strategy.statistics.means * shrink[:, None])
     logits = torch.tensor([[3.0, 4.0, 0.0, 0.0], [0.0, 0.0, 6.0, 8.0]])  # head norms 5 and 0, then 0 and 10
     expected = torch.tensor([[12.0, 16.0, 0.0, 0.0], [0.0, 0.0, 12.0, 16.0]])  # / mean norm / tau 0.1
     assert torch.allclose(strategy.normalised_logits(logits), expected, atol=1e-4)
@@ -131,8 +133,8 @@ def test_a_domain_incremental_stream_keeps_one_head_and_gets_a_gaussian_per_clas
     for task in stream.tasks:
         strategy.train_task(task)
     assert strategy.heads.sizes.tolist() == [10]
-    assert strategy.class_units.tolist() == list(range(10)) * 2
-    assert strategy.class_tasks.tolist() == [0] * 10 + [1] * 10
+    assert strategy.statistics.units.tolist() == list(range(10)) * 2
+    assert strategy.statistics.tasks.tolist() == [0] * 10 + [1] * 10
 
 
 SLCA_CRASHES_ONCE = crashing_once(SLCA, "slca_crashes_once")
