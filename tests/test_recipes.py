@@ -55,12 +55,14 @@ REFERENCE_TEST = {
     ("inflora", "reference-imagenet-r"): T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()]),
     ("coda_prompt", "reference"): T.Compose([T.Resize(224), T.ToTensor()]),
     ("coda_prompt", "reference-imagenet-r"): T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()]),
+    ("hide_prompt", "reference-imagenet-r"): RESIZE256_BICUBIC,  # HiDe-Prompt build_transform (CIFAR: its own test)
 }
 # (strategy, preset) -> the reference's RandomResizedCrop scale (torchvision's RandomResizedCrop, bilinear)
 REFERENCE_TRAIN_SCALE = {
     ("ranpac", "reference"): (0.05, 1.0), ("aper", "reference"): (0.05, 1.0), ("l2p", "reference"): (0.05, 1.0),
     ("dualprompt", "official"): (0.05, 1.0), ("sd_lora", "reference"): (0.05, 1.0),
     ("inflora", "reference"): (0.08, 1.0), ("coda_prompt", "reference-imagenet-r"): (0.08, 1.0),
+    ("hide_prompt", "reference-imagenet-r"): (0.05, 1.0),
 }
 
 
