@@ -46,6 +46,11 @@ Deviations from the reference:
   values); the reference reshapes the selected prompts without a permute (peft/prompt/hide_prompt.py:115-119, as
   dualprompt-pytorch issue 8), so in a batch sharing one prompt the first half gets its key half as keys and values
   and the second half its value half, and with per-image prompts image b gets those of images 2b and 2b + 1.
+- One process: the reference's scripts launch 8 (`torch.distributed.launch --nproc_per_node=8`, batch 24 per
+  process, lr scaled by 24 / 256 only: `unscale_lr`), so each of its WTP and TII steps averages the gradients of
+  8 x 24 = 192 images (and computes the contrastive term per 24); here a step sees 24 images, 8 times as many steps
+  per epoch. Its alignment draws alike on every process (each seeds torch with the same `--seed`, main.py:103-107), so
+  its steps are one process's.
 - The two stages run task by task in one run (the reference trains the TII for every task first, then the prompts,
   loading the TII checkpoint of each task): the same computation, other random draws.
 - Per-task prompts are added task by task (no pool of 10: any number of tasks); the head has units for the classes
