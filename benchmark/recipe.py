@@ -22,6 +22,7 @@ from typing import Any, Mapping, Optional
 
 from benchmark.config import require
 from benchmark.datasets.images import ImageSpec
+from benchmark.errors import ConfigError
 from benchmark.registry import Registry
 
 INTERPOLATIONS = ("bilinear", "bicubic")
@@ -34,7 +35,7 @@ class InputPipeline:
     backbone's value, from its timm data config). Train: RandomResizedCrop(size, scale=`train_scale`,
     ratio=(3/4, 4/3), `train_interpolation`) + horizontal flip (streams with `augment: rrc_flip`); test: resize the
     shorter side to floor(size / `crop_pct`) with `interpolation`, centre-crop to size. Then to [0, 1], and with
-    `normalize` the backbone's mean/std."""
+    `normalize` the backbone's mean/std, or the data set's `mean`/`std` where the reference normalises by those."""
 
     source: str  # who prepares images this way (docs/recipes.md and the recipe record name it)
     normalize: bool = True  # False: [0, 1] pixels, no mean/std
@@ -42,8 +43,12 @@ class InputPipeline:
     train_interpolation: Optional[str] = None
     crop_pct: Optional[float] = None  # 224 / 256 = 0.875: Resize(256) + CenterCrop(224); 1.0: Resize(224)
     interpolation: Optional[str] = None  # of the test resize
+    mean: Optional[tuple[float, ...]] = None  # per channel, in place of the backbone's (with `normalize`)
+    std: Optional[tuple[float, ...]] = None
 
     def __post_init__(self) -> None:
+        require((self.mean is None) == (self.std is None) and (self.mean is None or self.normalize), "mean",
+                "given with std, and only with normalize", self.mean)
         low, high = self.train_scale
         require(0 < low <= high <= 1, "train_scale", "0 < low <= high <= 1", self.train_scale)
         require(self.crop_pct is None or 0 < self.crop_pct <= 1, "crop_pct", "in (0, 1] or null", self.crop_pct)
@@ -55,10 +60,12 @@ class InputPipeline:
     def image_spec(self, backbone: ImageSpec) -> ImageSpec:
         """The backbone's spec with this pipeline's choices: what a run's stream prepares its images with."""
         channels = len(backbone.mean)
+        if self.mean is not None and len(self.mean) != channels:
+            raise ConfigError(f"input pipeline normalises {len(self.mean)} channels; the backbone takes {channels}")
         return dataclasses.replace(
             backbone,
-            mean=backbone.mean if self.normalize else (0.0,) * channels,
-            std=backbone.std if self.normalize else (1.0,) * channels,
+            mean=(self.mean or backbone.mean) if self.normalize else (0.0,) * channels,
+            std=(self.std or backbone.std) if self.normalize else (1.0,) * channels,
             train_scale=self.train_scale,
             train_interpolation=self.train_interpolation or backbone.train_interpolation,
             crop_pct=backbone.crop_pct if self.crop_pct is None else self.crop_pct,
@@ -90,6 +97,14 @@ INPUTS.register("unnormalised-bilinear")(InputPipeline(
 INPUTS.register("unnormalised-bilinear-resize224")(InputPipeline(
     source="InfLoRA (CIFAR-100): [0, 1] pixels, crop scale (0.08, 1), test Resize(224), bilinear",
     normalize=False, train_interpolation="bilinear", crop_pct=1.0, interpolation="bilinear"))
+# thu-ml/HiDe-Prompt@0ed4333 datasets.py:339-363 `build_cifar_transform` (CIFAR-100 only): Normalize by CIFAR-100's
+# mean/std, RandomResizedCrop(224, bicubic) (scale (0.08, 1)), test Resize(256, bicubic) + CenterCrop(224). Its
+# ColorJitter(brightness=63/255) is not applied (the suite's streams crop and flip only).
+INPUTS.register("cifar-normalised-bicubic")(InputPipeline(
+    source="HiDe-Prompt build_cifar_transform: CIFAR-100 mean/std, crop scale (0.08, 1), bicubic, test "
+           "Resize(256) + CenterCrop(224) (its brightness jitter is not applied)",
+    train_interpolation="bicubic", crop_pct=224 / 256, interpolation="bicubic",
+    mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761)))
 
 
 @dataclass(frozen=True)
@@ -127,6 +142,6 @@ def recipe_block(strategy_params: Mapping[str, Any], precision: str, class_order
     strategy's training recipe (`Strategy.recipe()`: optimiser, schedule, clipping, head initialisation, modes)."""
     name = strategy_params.get("input") or "backbone"
     pipeline = dataclasses.asdict(INPUTS.get(name))
-    pipeline["train_scale"] = list(pipeline["train_scale"])
+    pipeline.update({key: list(value) for key, value in pipeline.items() if isinstance(value, tuple)})
     return {"input": name, "input_pipeline": pipeline, "precision": precision, "class_order": class_order,
             **training}

@@ -46,6 +46,26 @@ def coda_cosine(epoch: int, epochs: int) -> float:
     return math.cos(99 * math.pi * max(epoch - 1, 0) / (200 * (epochs - 1)))
 
 
+def timm_step(epoch: int, every: int = 30, rate: float = 0.1) -> float:
+    """lr multiplier of timm's `StepLRScheduler(decay_t=30, decay_rate=0.1)` as HiDe-Prompt steps it (`step(e)` after
+    epoch e sets the next epoch's lr): rate ** (max(e - 1, 0) // every), so the decay starts one epoch late (epoch 31
+    of 0 .. 49)."""
+    return rate ** (max(epoch - 1, 0) // every)
+
+
+def timm_cosine(epoch: int, epochs: int, base: float, floor: float = 1e-5) -> float:
+    """lr multiplier of timm's `CosineLRScheduler(t_initial=epochs, lr_min=1e-5)` as HiDe-Prompt steps it: the lr
+    floor + (base - floor) (1 + cos(pi s / epochs)) / 2 with s = max(e - 1, 0), divided by the group's `base` lr (the
+    floor is absolute, the same for every parameter group)."""
+    return (floor + (base - floor) * (1 + math.cos(math.pi * max(epoch - 1, 0) / epochs)) / 2) / base
+
+
+def per_group(optimizer: torch.optim.Optimizer,
+              multiplier: Callable[[float], Callable[[int], float]]) -> torch.optim.lr_scheduler.LRScheduler:
+    """A LambdaLR whose multiplier may depend on each parameter group's own lr: `multiplier(lr)(step)`."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [multiplier(group["lr"]) for group in optimizer.param_groups])
+
+
 # name -> (optimizer, epochs, steps per epoch) -> a scheduler stepped after every optimizer step, or None (constant)
 Schedule = Callable[[torch.optim.Optimizer, int, int], Optional[torch.optim.lr_scheduler.LRScheduler]]
 SCHEDULES: dict[str, Schedule] = {
@@ -56,6 +76,10 @@ SCHEDULES: dict[str, Schedule] = {
         optimizer, lambda step: epoch_cosine(step // steps, epochs)),
     "coda-cosine": lambda optimizer, epochs, steps: torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: coda_cosine(step // steps, epochs)),
+    "hide-step": lambda optimizer, epochs, steps: torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: timm_step(step // steps)),
+    "hide-cosine": lambda optimizer, epochs, steps: per_group(
+        optimizer, lambda base: lambda step: timm_cosine(step // steps, epochs, base)),
 }
 LOSSES = ("local", "global")
 Stage = Callable[[torch.Tensor], torch.Tensor]  # one part of a network: its input -> its output
@@ -71,7 +95,7 @@ class TrainConfig(RecipeConfig):
     optimizer: str = "adamw"  # sgd or adamw
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
-    schedule: str = "cosine"  # lr over each task: constant, cosine (per step, to 0), cosine-epochs, coda-cosine
+    schedule: str = "cosine"  # lr over each task: constant, cosine (per step, to 0), cosine-epochs, coda-cosine, hide-*
     grad_clip: Optional[float] = None  # clip the gradients' global L2 norm to this before each step; null: no clipping
     drop_last: bool = False  # drop each epoch's last, partial batch (CODA-Prompt's loader does)
     head_init: Optional[str] = None  # new head rows (strategies/_heads.py HEAD_INITS); null: trunc_normal (timm's)

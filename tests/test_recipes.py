@@ -61,6 +61,7 @@ REFERENCE_TEST = {
     ("inflora", "reference-imagenet-r"): T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()]),
     ("coda_prompt", "reference"): T.Compose([T.Resize(224), T.ToTensor()]),
     ("coda_prompt", "reference-imagenet-r"): T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()]),
+    ("hide_prompt", "reference-imagenet-r"): RESIZE256_BICUBIC,  # HiDe-Prompt build_transform (CIFAR: its own test)
 }
 # (strategy, preset) -> the reference's RandomResizedCrop scale (torchvision's RandomResizedCrop, bilinear)
 REFERENCE_TRAIN_SCALE = {
@@ -69,6 +70,7 @@ REFERENCE_TRAIN_SCALE = {
     ("inflora", "reference"): (0.08, 1.0), ("coda_prompt", "reference-imagenet-r"): (0.08, 1.0),
     ("ease", "reference"): (0.05, 1.0), ("mos", "reference-imagenet-r"): (0.05, 1.0),
     ("tuna", "reference"): (0.05, 1.0),
+    ("hide_prompt", "reference-imagenet-r"): (0.05, 1.0),
 }
 
 
