@@ -3,8 +3,8 @@
 Importing this package registers the built-in strategies.
 """
 
-from strategies import (aper, block_expansion, coda_prompt, dualprompt, full_ft, inflora, l2p, lae, linear,  # noqa: F401
-                        lora, ranpac, sd_lora, selective_lora, simplecil, slca, topk)
+from strategies import (aper, block_expansion, cl_lora, coda_prompt, dualprompt, full_ft, inflora,  # noqa: F401
+                        l2p, lae, linear, lora, ranpac, sd_lora, selective_lora, simplecil, slca, topk)
 from strategies.base import STRATEGIES, Strategy, build_strategy, register, strategy_config
 
 __all__ = ["STRATEGIES", "Strategy", "build_strategy", "register", "strategy_config"]
