@@ -7,13 +7,14 @@ YAML mapping, rejecting unknown keys and wrong types with a message that names t
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, TypeVar, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
 
 import yaml
 
@@ -225,10 +226,11 @@ class SuiteConfig:
     tracking: tuple[Component, ...] = ()  # experiment-tracking sinks (benchmark/tracking/), none by default
     share: bool = True  # evaluations that cannot differ computed once per process (same numbers either way)
     published: tuple[Any, ...] = ()  # published numbers shown beside the measured ones (benchmark/published.py)
+    imports: tuple[str, ...] = ()  # modules registering strategies, streams or backbones (benchmark/plugins.py)
 
 
 SUITE_KEYS = ("backbones", "streams", "strategies", "seeds", "class_order_seed", "train_seed", "retention", "device",
-              "precision", "loader_workers", "executor", "comparison", "tracking", "share", "published")
+              "precision", "loader_workers", "executor", "comparison", "tracking", "share", "published", "imports")
 
 
 def _split_seeds(raw: Mapping[str, Any]) -> tuple[Optional[int], Optional[int]]:
@@ -302,6 +304,7 @@ def parse_suite(raw: Any, name: str) -> SuiteConfig:
         share=_coerce(raw.get("share", True), bool, "share"),
         tracking=_components(raw["tracking"], "tracking") if raw.get("tracking") else (),
         published=published,
+        imports=_coerce(raw.get("imports", []), tuple[str, ...], "imports"),
     )
 
 
@@ -351,9 +354,41 @@ def read_yaml(path: Path, what: str, flag: str) -> Any:
         raise ConfigError(f"{what} {name} is not valid YAML{where}{problem}; fix the syntax") from None
 
 
-def load_suite(path: Path) -> SuiteConfig:
-    """Read and validate a YAML suite file; the suite's name is the file's stem."""
-    return parse_suite(read_extended(path), path.stem)
+def load_suite(path: Path, overrides: Sequence[str] = ()) -> SuiteConfig:
+    """Read and validate a YAML suite file, with `--set KEY=VALUE` `overrides` applied first; the suite's name is the
+    file's stem."""
+    return parse_suite(apply_overrides(read_extended(path), overrides), path.stem)
+
+
+def apply_overrides(raw: Any, overrides: Sequence[str]) -> Any:
+    """The suite mapping with each `KEY=VALUE` set: KEY a dotted path (`strategies.lora.rank`, `seeds`), created where
+    it is missing; VALUE read as YAML (`4`, `1.0e-4`, `[1, 2, 3]`, `{rank: 4}`). The result is validated as the file
+    is, so a wrong key or value is the same one-line error it would be in the file."""
+    if not overrides:
+        return raw
+    if not isinstance(raw, dict):
+        raise ConfigError("--set: the suite file must hold a mapping to set keys in")
+    result = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {item!r}: must be KEY=VALUE with a dotted KEY, e.g. strategies.lora.rank=4")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: the value {text!r} is not valid YAML") from None
+        node = result
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {'.'.join(parts[:depth + 1])} is {child!r} in the file, not a mapping "
+                                  "of keys; set it whole instead")
+            node = child
+        node[parts[-1]] = value
+    return result
 
 
 def read_extended(path: Path) -> Any:
@@ -379,7 +414,8 @@ def read_extended(path: Path) -> Any:
 
 
 def select(config: SuiteConfig, *, streams: list[str] | None = None, strategies: list[str] | None = None,
-           seeds: list[int] | None = None, executor: Mapping[str, Any] | None = None) -> SuiteConfig:
+           seeds: list[int] | None = None, executor: Mapping[str, Any] | None = None,
+           imports: Sequence[str] = ()) -> SuiteConfig:
     """Narrow (or extend) a suite from the command line: named components keep their configured hyper-parameters,
     names the file does not list run with their defaults."""
     def pick(configured: tuple[Component, ...], names: list[str] | None) -> tuple[Component, ...]:
@@ -396,4 +432,5 @@ def select(config: SuiteConfig, *, streams: list[str] | None = None, strategies:
         strategies=pick(config.strategies, strategies),
         seeds=tuple(seeds) if seeds is not None else config.seeds,
         executor=make_config(ExecutorConfig, {**dataclasses.asdict(config.executor), **(executor or {})}, "executor"),
+        imports=tuple(dict.fromkeys([*config.imports, *imports])),
     )

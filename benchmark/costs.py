@@ -45,13 +45,26 @@ def flops_per_image(strategy: Strategy, image: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
+def throughput(train_images: int, train_s: list[float], eval_images: int, eval_s: list[float]) -> dict[str, float]:
+    """Images per second: the stream's training images (each counted once, whatever the epochs) over the training
+    time, and the images scored at each evaluation point (test sets and retention images; a k-NN bank's embedding
+    counts as time, not as images) over the evaluation time."""
+    return {"train_images_per_s": train_images / sum(train_s) if sum(train_s) > 0 else 0.0,
+            "eval_images_per_s": eval_images * len(eval_s) / sum(eval_s) if sum(eval_s) > 0 else 0.0}
+
+
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
 
 def peak_memory_mb(device: torch.device) -> dict[str, object]:
-    """CUDA: peak memory allocated by tensors during the run. CPU: the process's peak resident set so far."""
+    """`peak_host_mb`: the process's peak resident set so far (ru_maxrss); on CUDA also `peak_device_mb`, the peak
+    memory allocated by tensors during the run. `peak_memory_mb` is the device's figure on CUDA and the host's on a CPU
+    (`memory_kind` says which), as earlier results have it."""
+    host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.type == "cuda":
-        return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20, "memory_kind": "cuda_allocated"}
-    return {"peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "memory_kind": "process_rss"}
+        device_mb = torch.cuda.max_memory_allocated(device) / 2**20
+        return {"peak_memory_mb": device_mb, "memory_kind": "cuda_allocated", "peak_host_mb": host,
+                "peak_device_mb": device_mb}
+    return {"peak_memory_mb": host, "memory_kind": "process_rss", "peak_host_mb": host}

@@ -34,7 +34,7 @@ def _parts(values: torch.Tensor, sizes: Sequence[int]) -> tuple[torch.Tensor, ..
 
 
 def accuracy_row(logits: torch.Tensor, labels: torch.Tensor, sizes: Sequence[int]) -> list[float]:
-    """Top-1 accuracy (%) on each set, every output competing (class-incremental): R[i][j] for all j."""
+    """Top-1 accuracy (%) on each set, every output competing (class-incremental): `R[i][j]` for all j."""
     correct = (predicted_labels(logits) == labels).float()
     return [100.0 * float(part.mean()) for part in _parts(correct, sizes)]
 
@@ -132,15 +132,15 @@ def per_class_acc(entries: Sequence[Sequence[int]], num_classes: int) -> list[Op
 
 
 def old_new_acc(matrix: Matrix, test_sizes: Sequence[int]) -> tuple[list[Optional[float]], list[float]]:
-    """After each task i: accuracy on the earlier tasks' test sets pooled by samples, sum_{j<i} R[i][j] n_j /
-    sum_{j<i} n_j (None for i = 0), and on the new task's, R[i][i]. In a class-incremental stream these are the
+    """After each task i: accuracy on the earlier tasks' test sets pooled by samples, sum_{j<i} `R[i][j]` n_j /
+    sum_{j<i} n_j (None for i = 0), and on the new task's, `R[i][i]`. In a class-incremental stream these are the
     old and the new classes."""
     old = [pooled_acc(matrix[i], test_sizes, i - 1) if i else None for i in range(len(matrix))]
     return old, [matrix[i][i] for i in range(len(matrix))]
 
 
 def forward_transfer(matrix: Matrix, outputs: Sequence[int], task_units: Units) -> Optional[float]:
-    """ZSCL's "Transfer": mean over tasks j >= 1 of mean_{i<j} R[i][j], the accuracy on a task before it was
+    """ZSCL's "Transfer": mean over tasks j >= 1 of mean_{i<j} `R[i][j]`, the accuracy on a task before it was
     trained, counting only steps whose model had outputs for every class of task j (domain-incremental streams,
     zero-shot heads). None where no task could be scored early (a class-incremental growing head)."""
     per_task = []

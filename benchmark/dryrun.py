@@ -6,7 +6,8 @@ its backbone, and the data: each backbone's weights loaded, its pre-training eva
 time, one that may not is the one-line error the run would give). Sized: trainable and total parameters and
 inference FLOPs per image of each strategy as built, before its first task (strategies that add modules per task,
 selective LoRA's blocks and LAE's offline expert, add them when training starts), and the classifier head the
-stream's classes will need.
+stream's classes will need. A strategy is sized once per backbone and settings, however many streams and seeds
+run it.
 
 Tests size the shipped configs without their data and weights (`check_data=False`: random weights, nothing read);
 the command line always checks.
@@ -15,6 +16,7 @@ the command line always checks.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -24,6 +26,7 @@ from benchmark import costs
 from benchmark.backbones import Backbone, build_backbone
 from benchmark.config import SuiteConfig
 from benchmark.errors import DatasetMissingError
+from benchmark.plugins import load_plugins
 from benchmark.recipe import input_pipeline
 from benchmark.results import RunSpec
 from benchmark.retention import build_retention
@@ -34,6 +37,7 @@ from benchmark.tracking import plan_tracking
 from strategies.base import build_strategy
 
 PRESENT, DOWNLOADS, UNCHECKED = "present", "downloads at run time", "not checked"
+Sizes = dict[str, tuple[int, int, int, int]]  # a strategy on a backbone -> trainable, total, feature dim, FLOPs
 
 
 @dataclass(frozen=True)
@@ -53,8 +57,11 @@ class PlannedRun:
                 "data": self.data}
 
 
-def dry_run(config: SuiteConfig, runtime: Runtime, check_data: bool = True) -> list[PlannedRun]:
-    """Every run `config` plans, checked and sized; raises the UserInputError a real run would raise first."""
+def dry_run(config: SuiteConfig, runtime: Runtime, check_data: bool = True,
+            sized: Optional[Sizes] = None) -> list[PlannedRun]:
+    """Every run `config` plans, checked and sized; raises the UserInputError a real run would raise first.
+    `sized`: sizes already counted (`size_run`), shared by several dry runs in one process (the tests')."""
+    load_plugins(config.imports)
     specs = plan_runs(config, runtime)
     plan_tracking(config)  # sink names, hyper-parameters, installed packages
     backbones: dict[str, Backbone] = {}
@@ -68,8 +75,9 @@ def dry_run(config: SuiteConfig, runtime: Runtime, check_data: bool = True) -> l
         key = (spec.stream, spec.backbone)
         if key not in data:
             data[key], classes[key] = stream_data(spec, backbones[spec.backbone]) if check_data else (UNCHECKED, None)
+    sized = {} if sized is None else sized
     return [size_run(spec, backbones[spec.backbone], classes[(spec.stream, spec.backbone)],
-                     data[(spec.stream, spec.backbone)], runtime) for spec in specs]
+                     data[(spec.stream, spec.backbone)], runtime, sized) for spec in specs]
 
 
 def stream_data(spec: RunSpec, backbone: Backbone) -> tuple[str, Optional[int]]:
@@ -86,14 +94,22 @@ def stream_data(spec: RunSpec, backbone: Backbone) -> tuple[str, Optional[int]]:
     return PRESENT, len(stream.class_names)
 
 
-def size_run(spec: RunSpec, backbone: Backbone, num_classes: Optional[int], data: str,
-             runtime: Runtime) -> PlannedRun:
-    strategy = build_strategy(spec.strategy, spec.strategy_params, copy.deepcopy(backbone.model), runtime)
-    counts = costs.parameter_counts(strategy)
-    head = None if num_classes is None else (strategy.feature_dim + 1) * num_classes
-    image = torch.zeros(backbone.image_spec.input_size)
-    return PlannedRun(spec, counts["params_trainable"], counts["params_total"], head,
-                      costs.flops_per_image(strategy, image), data)
+def size_run(spec: RunSpec, backbone: Backbone, num_classes: Optional[int], data: str, runtime: Runtime,
+             sized: Sizes) -> PlannedRun:
+    """The run's parameters, head and FLOPs per image. A strategy is built and counted once per backbone
+    architecture and strategy settings (`sized`: trainable, total, feature dimension, FLOPs): streams, seeds and
+    weights do not change them."""
+    key = json.dumps([spec.backbone, spec.backbone_params, spec.strategy, spec.strategy_params, spec.precision],
+                     sort_keys=True)
+    if key not in sized:
+        strategy = build_strategy(spec.strategy, spec.strategy_params, copy.deepcopy(backbone.model), runtime)
+        counts = costs.parameter_counts(strategy)
+        image = torch.zeros(backbone.image_spec.input_size)
+        sized[key] = (counts["params_trainable"], counts["params_total"], strategy.feature_dim,
+                      costs.flops_per_image(strategy, image))
+    trainable, total, feature_dim, flops = sized[key]
+    head = None if num_classes is None else (feature_dim + 1) * num_classes
+    return PlannedRun(spec, trainable, total, head, flops, data)
 
 
 def plan_table(runs: list[PlannedRun]) -> str:

@@ -1,8 +1,8 @@
 """Continual-learning metrics as pure functions of the accuracy matrix (no torch).
 
-R[i][j] is the accuracy (%) on task j's test set after training through task i; T tasks, 0-indexed. Every metric
+`R[i][j]` is the accuracy (%) on task j's test set after training through task i; T tasks, 0-indexed. Every metric
 is computed here, from the full matrix, so every strategy is scored the same way. Frameworks name different
-quantities alike; README's "Metrics" section maps ours to theirs.
+quantities alike; docs/metrics.md maps ours to theirs.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ def _check(matrix: Matrix) -> int:
 
 
 def avg_acc(matrix: Matrix) -> float:
-    """Mean over tasks of the final row: (1/T) sum_j R[T-1][j]."""
+    """Mean over tasks of the final row: (1/T) sum_j `R[T-1][j]`."""
     size = _check(matrix)
     return sum(matrix[-1]) / size
 
 
 def pooled_acc(row: Sequence[float], test_sizes: Sequence[int], upto: int) -> float:
-    """Sample-weighted accuracy on the union of test sets 0..upto: sum_j R[i][j] n_j / sum_j n_j."""
+    """Sample-weighted accuracy on the union of test sets 0..upto: sum_j `R[i][j]` n_j / sum_j n_j."""
     sizes = test_sizes[: upto + 1]
     return sum(acc * n for acc, n in zip(row[: upto + 1], sizes)) / sum(sizes)
 
@@ -44,7 +44,7 @@ def acc_pooled_last(matrix: Matrix, test_sizes: Sequence[int]) -> float:
 
 
 def bwt(matrix: Matrix) -> Optional[float]:
-    """Backward transfer (Lopez-Paz & Ranzato 2017): mean_{j<T-1} (R[T-1][j] - R[j][j]); None when T = 1."""
+    """Backward transfer (Lopez-Paz & Ranzato 2017): mean_{j<T-1} (`R[T-1][j]` - `R[j][j]`); None when T = 1."""
     size = _check(matrix)
     if size == 1:
         return None
@@ -52,7 +52,7 @@ def bwt(matrix: Matrix) -> Optional[float]:
 
 
 def forgetting(matrix: Matrix) -> Optional[float]:
-    """Chaudhry et al. 2018: mean_{j<T-1} (max_{l in [j, T-2]} R[l][j] - R[T-1][j]); None when T = 1."""
+    """Chaudhry et al. 2018: mean_{j<T-1} (max_{l in [j, T-2]} `R[l][j]` - `R[T-1][j]`); None when T = 1."""
     size = _check(matrix)
     if size == 1:
         return None
@@ -61,7 +61,7 @@ def forgetting(matrix: Matrix) -> Optional[float]:
 
 
 def seen_tasks_curve(matrix: Matrix) -> list[float]:
-    """Task-averaged accuracy over the tasks seen so far after each task: [mean_{j<=i} R[i][j] for i in 0..T-1]."""
+    """Task-averaged accuracy over the tasks seen so far after each task: [mean_{j<=i} `R[i][j]` for i in 0..T-1]."""
     size = _check(matrix)
     return [sum(matrix[i][: i + 1]) / (i + 1) for i in range(size)]
 

@@ -3,8 +3,8 @@ written beside the results (`published.json`) so that the reports show each numb
 with the difference and the number's source.
 
 Each entry names the suite's strategy (name or name@label), stream and backbone it belongs beside, the published
-values under the suite's metric names (`avg_inc_acc`, `acc_pooled_last`, `avg_acc`, `bwt`, `forgetting`; README's
-"Metrics" maps papers' names to them) with the paper's own name for each, the split and seeds it was obtained
+values under the suite's metric names (`avg_inc_acc`, `acc_pooled_last`, `avg_acc`, `bwt`, `forgetting`;
+docs/metrics.md maps papers' names to them) with the paper's own name for each, the split and seeds it was obtained
 with, where it is written (`source`: repository@commit path:line, or paper and table), and the recipe it was obtained
 with, in the keys of a result's `recipe` block (benchmark/recipe.py), so that a run whose recipe differs says so.
 """

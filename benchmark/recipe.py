@@ -36,7 +36,7 @@ class InputPipeline:
     shorter side to floor(size / `crop_pct`) with `interpolation`, centre-crop to size. Then to [0, 1], and with
     `normalize` the backbone's mean/std."""
 
-    source: str  # who prepares images this way (README and the recipe record name it)
+    source: str  # who prepares images this way (docs/recipes.md and the recipe record name it)
     normalize: bool = True  # False: [0, 1] pixels, no mean/std
     train_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop's area range (timm's and torchvision's default)
     train_interpolation: Optional[str] = None

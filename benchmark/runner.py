@@ -90,7 +90,7 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
         strategy.eval()
         before = retention(StrategyFeatures(strategy, runtime))
         progress = Progress(retained={name: [value] for name, value in before.items()})
-    # a joint upper bound trains once on every task's data; its one evaluation fills every row (README)
+    # a joint upper bound trains once on every task's data; its one evaluation fills every row (docs/strategies/index.md)
     tasks, repeats = ((joint_task(stream),), len(stream.tasks)) if strategy.joint else (stream.tasks, 1)
     remaining = tasks[progress.tasks_done // repeats:]
     for task in runtime.bar(remaining, desc=f"{spec.strategy} on {spec.stream}", total=len(remaining)):
@@ -124,9 +124,11 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
 
     matrix, retained = progress.matrix, progress.retained
     test_sizes = list(tests.sizes)
+    evaluated = sum(test_sizes) + len(retention.eval_set.labels)  # images scored at each evaluation point
     cost = {**costs.parameter_counts(strategy), "flops_per_image": costs.flops_per_image(strategy, tests.first_image()),
             "train_s": progress.train_s, "eval_s": progress.eval_s, "wall_time_s": _clock(runtime) - started,
             "threads": torch.get_num_threads(),
+            **costs.throughput(sum(len(task.train) for task in tasks), progress.train_s, evaluated, progress.eval_s),
             **costs.peak_memory_mb(runtime.device)}
     extra = strategy.report()
     found, diagnosed = diagnostics.run_diagnostics(progress.diagnostics, matrix, test_sizes, units, progress.confusion)
@@ -159,7 +161,8 @@ def class_order(spec: RunSpec, stream: Stream) -> str:
 
 
 def _identity(spec: RunSpec, stream: Stream) -> dict[str, Any]:
-    """What was run: the spec and the stream as it was built (class order, task names and classes)."""
+    """What was run: the spec and the stream as it was built (class order, task names and classes; for a folder
+    benchmark, the digest of the image files it read)."""
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": spec.run_id,
@@ -176,5 +179,6 @@ def _identity(spec: RunSpec, stream: Stream) -> dict[str, Any]:
         "class_order": list(stream.class_order),
         "task_names": [task.name for task in stream.tasks],
         "task_classes": [list(task.classes) for task in stream.tasks],
+        **({"manifest_sha256": stream.manifest_sha256} if stream.manifest_sha256 else {}),
         "config": spec.as_dict(),
     }

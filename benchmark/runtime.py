@@ -130,7 +130,7 @@ class Runtime:
         PyTorch's fused CPU attention kernel (flash attention for CPU) has a slow backward pass on the short sequences
         of small ViTs: on vit-mini's 50 tokens it was 28% of a full fine-tuning step's CPU time, against a few
         percent through the math kernel; gradient-free passes (evaluation, cached features) keep the fused kernel,
-        ~15% faster than the math one on inference (README, Performance). The two agree to bf16 rounding; on a GPU
+        ~15% faster than the math one on inference (docs/performance.md). The two agree to bf16 rounding; on a GPU
         the fused kernels stay throughout."""
         with contextlib.ExitStack() as stack:
             if self.amp_dtype is not None:

@@ -23,6 +23,7 @@ from benchmark.executors import EXECUTORS
 from benchmark.results import (FINAL_STATUSES, SCHEMA_VERSION, STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, RunSpec,
                                previous_result, result_path, results_lock, versions, write_json_atomic)
 from benchmark.retention import build_retention, protocol_params
+from benchmark.plugins import load_plugins
 from benchmark.published import write_published
 from benchmark.recipe import input_pipeline, run_precision
 from benchmark.runner import run
@@ -111,6 +112,7 @@ class RunJob:
     runtime: Runtime
     keep_checkpoints: bool = False
     tracking: TrackingPlan = TrackingPlan()  # experiment-tracking sinks (benchmark/tracking/); none by default
+    imports: tuple[str, ...] = ()  # plugin modules every process running this job imports (benchmark/plugins.py)
 
     @property
     def share_group(self) -> str:
@@ -126,7 +128,9 @@ class RunJob:
 def execute(job: RunJob, backbone: Optional[Backbone] = None) -> str:
     """Run one spec and write its result file (ok, diverged or failed); returns the status. The same function runs
     in this process, in a worker process, in a Ray task or in a SLURM job, so every executor writes the same files."""
-    import strategies  # noqa: F401  (a fresh worker process registers the built-in strategies)
+    import strategies  # noqa: F401  (a fresh worker process registers the built-in strategies and entry points)
+
+    load_plugins(job.imports)
 
     checkpoint = result_path(job.out_dir, job.spec.run_id).with_name(CHECKPOINT_FILE)
     tracker = Tracker(job.tracking, job.spec, job.out_dir, checkpoint.parent)
@@ -151,10 +155,13 @@ def to_stderr(line: str) -> None:
 
 
 def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpoints: bool = False,
-              notify: Callable[[str], None] = to_stderr) -> SuiteOutcome:
+              notify: Callable[[str], None] = to_stderr,
+              finished: Callable[[RunSpec, str, Path], None] = lambda spec, status, path: None) -> SuiteOutcome:
     """Run every spec not finished yet on the chosen executor; per-task checkpoints let an interrupted run resume,
     and are removed once its result is written unless `keep_checkpoints`. A stored result or checkpoint that does
-    not check out is not trusted: the run goes again, and `notify` gets one line naming the file and why."""
+    not check out is not trusted: the run goes again, and `notify` gets one line naming the file and why.
+    `finished(spec, status, result path)` is called as each run ends, in the order they end."""
+    load_plugins(config.imports)
     specs = plan_runs(config, runtime)
     tracking = plan_tracking(config)
     executor = EXECUTORS.get(config.executor.name)
@@ -171,12 +178,14 @@ def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpo
             if distrusted:
                 notify(f"rerunning {spec.run_id}: {distrusted}")
             discard_foreign_checkpoint(result_path(out_dir, spec.run_id).with_name(CHECKPOINT_FILE), spec, notify)
-            todo.append(RunJob(spec, out_dir, runtime.with_precision(spec.precision), keep_checkpoints, tracking))
+            todo.append(RunJob(spec, out_dir, runtime.with_precision(spec.precision), keep_checkpoints, tracking,
+                               config.imports))
         notify(runtime.precision_line())  # once, as training starts (a strategy's recipe may fix its own)
         statuses = executor(todo, execute, backbones, config.executor)
         for job, status in runtime.bar(statuses, desc="runs", total=len(todo), leave=True):
             {STATUS_OK: outcome.ran, STATUS_DIVERGED: outcome.diverged}.get(status, outcome.failed).append(
                 job.spec.run_id)
+            finished(job.spec, status, result_path(out_dir, job.spec.run_id))
     return outcome
 
 

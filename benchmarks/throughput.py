@@ -31,7 +31,7 @@ Also reported: training images per second of the suite, and its FLOP utilisation
 executes (counted with torch's FlopCounterMode over an extra, untimed training of the first task, so a cached
 frozen prefix counts once, as it runs; scaled to the stream by image count) divided by (training seconds x this
 device's matmul rate, measured here on square products in the run's precision). Precision defaults to the
-config's (configs/mini.yaml: auto, bf16 where the CPU computes it natively). Timings are never asserted by tests; they belong here and in the README.
+config's (configs/mini.yaml: auto, bf16 where the CPU computes it natively). Timings are never asserted by tests; they belong here and in docs/performance.md.
 """
 
 from __future__ import annotations

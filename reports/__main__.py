@@ -10,11 +10,11 @@ import warnings
 from pathlib import Path
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], prog: str = "python -m reports") -> int:
     from benchmark.config import ComparisonConfig, make_config, require_folder  # light: no torch
     from benchmark.errors import EXIT_BAD_INPUT, EXIT_OK, ArgumentParser, UserInputError
 
-    parser = ArgumentParser(prog="python -m reports", description=__doc__)
+    parser = ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("results_dirs", type=Path, nargs="+", help="folders holding runs/ (run_suite.py --out)")
     parser.add_argument("--out", type=Path, default=None, help="where the report goes (default: the first folder)")
     parser.add_argument("--reference", default=None,

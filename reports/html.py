@@ -19,7 +19,7 @@ import pandas as pd
 from benchmark.results import STATUS_OK
 from reports.leaderboard import retention_columns
 from reports.published import published_metrics
-from reports.page import e, page, table
+from reports.page import e, page, scrolling, table
 from reports.plots import Group
 from reports.run_pages import write_run_pages
 
@@ -73,7 +73,7 @@ def columns(table_: pd.DataFrame) -> list[Column]:
         Column("wall_time_s", "time s", "wall time per run (seconds, mean over seeds)", "low", "seconds"),
         Column("n_seeds", "seeds", "seeds averaged", None, "int"),
         Column("p_vs_best_holm", "p vs best", "Holm-corrected paired t-test against the stream's best continual mean avg_acc "
-               "over shared seeds (README, Comparing strategies across seeds)", None, "p"),
+               "over shared seeds (docs/statistics.md)", None, "p"),
         Column("indistinguishable_from_best", "≈ best", "not distinguishable from the best at the chosen level", None,
                "flag"),
     ]
@@ -134,8 +134,8 @@ def leaderboard_table(rows: pd.DataFrame, runs: dict[tuple, list[dict]], pages: 
         key = (row["stream"], row["strategy"], row["backbone"], row["config_id"])
         cells.append(f'<td class="label">{_run_links(runs.get(key, []), pages)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return (f'<table class="board"><thead><tr>{"".join(head)}</tr></thead><tbody>{"".join(body)}</tbody>'
-            "</table>")
+    return scrolling(f'<table class="board"><thead><tr>{"".join(head)}</tr></thead><tbody>{"".join(body)}</tbody>'
+                     "</table>")
 
 
 def published_table(rows: pd.DataFrame) -> str:

@@ -24,7 +24,7 @@ MATRIX_METRICS = ["avg_acc", "avg_inc_acc", "acc_pooled_last", "bwt", "forgettin
 DIAGNOSTIC_METRICS = ["til_avg_acc", "forward_transfer", "ece_last"]  # benchmark/diagnostics.py
 SEED_METRICS = MATRIX_METRICS + DIAGNOSTIC_METRICS
 COUNTS = ["params_trainable", "params_added", "flops_per_image"]  # the same for every seed of a configuration
-COSTS = COUNTS + ["wall_time_s"]
+COSTS = COUNTS + ["wall_time_s", "train_images_per_s", "eval_images_per_s", "peak_host_mb", "peak_device_mb"]
 STATS = ("mean", "std", "ci_low", "ci_high")
 COMPARED = "avg_acc"  # the metric rows are ranked and compared by
 LEADERBOARD_FILE = "leaderboard.csv"
@@ -64,7 +64,7 @@ def run_row(result: dict[str, Any]) -> dict[str, Any]:
         **{name: metrics.get(name) for name in MATRIX_METRICS},
         "til_avg_acc": metrics.get("task_incremental", {}).get("avg_acc"),
         "forward_transfer": metrics.get("forward_transfer"), "ece_last": metrics.get("ece_last"), **retention,
-        **{name: cost[name] for name in COSTS}, "recipe": recipe_text(result.get("recipe", {})),
+        **{name: cost.get(name) for name in COSTS}, "recipe": recipe_text(result.get("recipe", {})),
     }
 
 
@@ -92,7 +92,7 @@ def build_leaderboard(results: Iterable[dict[str, Any]], comparison: ComparisonC
         return pd.DataFrame(columns=columns(SEED_METRICS))
     frame = pd.DataFrame(rows)
     metrics = SEED_METRICS + [c for c in frame.columns if c.startswith(("retained_last_", "pretrain_drop_"))]
-    frame[metrics] = frame[metrics].astype(float)
+    frame[metrics + COSTS] = frame[metrics + COSTS].astype(float)  # costs a result lacks (older ones) are NaN
     grouped = frame.groupby(KEYS, sort=False)
     table = grouped[metrics].agg(["mean", "std"])
     table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]

@@ -28,6 +28,11 @@ ul.legend li { display: inline-block; margin-right: 0.9em; }
 .side { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
 pre { font-size: 0.75em; background: #f7f7f7; padding: 0.5em; white-space: pre-wrap; overflow-wrap: anywhere; }
 code { overflow-wrap: anywhere; } .meta { color: #555; } .failed { color: #a00; overflow-wrap: anywhere; }
+.scroll { overflow-x: auto; max-width: 100%; } .scroll > table { margin: 0.4em 0; }
+@media (max-width: 600px) {  /* a phone: tables scroll inside their box, figures take the whole width */
+  body { padding: 0 6px; } h1 { font-size: 1.25em; } figure { margin: 0.5em 0; display: block; }
+  figcaption { max-width: 100%; } table { font-size: 0.75em; } .side { display: block; }
+}
 """
 
 # Click a header of a `table.board` to sort its rows by that column (again: the other way). Cells sort by their
@@ -70,7 +75,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], caption: str = 
     body = "".join("<tr>" + "".join(f'<td{" class=label" if i == 0 else ""}>{cell}</td>'
                                     for i, cell in enumerate(row)) + "</tr>" for row in rows)
     caption = f"<caption>{e(caption)}</caption>" if caption else ""
-    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return scrolling(f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def scrolling(html_table: str) -> str:
+    """A table in a box that scrolls sideways when the table is wider than the window (a phone), so the page does
+    not."""
+    return f'<div class="scroll">{html_table}</div>'
+
 
 
 def page(title: str, body: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from benchmark.metrics import retention_curves, seen_tasks_curve
 from benchmark.results import RESULT_FILE, STATUS_OK, numeric_fields
-from reports.page import e, page, table
+from reports.page import e, page, scrolling, table
 from reports.svg import line_chart
 
 PAGES = "pages"
@@ -53,8 +53,8 @@ def matrix_table(matrix: Sequence[Sequence[float]], task_names: Sequence[str], c
         f'<tr><th title="{e(names[i])}">after t{i}</th>'
         + "".join(f'<td style="{_heat(v)}">{v:.1f}</td>' for v in row) + "</tr>"
         for i, row in enumerate(matrix))
-    return (f'<table class="matrix"><caption>{e(caption)}</caption><thead><tr><th></th>{head}</tr></thead>'
-            f"<tbody>{rows}</tbody></table>")
+    return scrolling(f'<table class="matrix"><caption>{e(caption)}</caption><thead><tr><th></th>{head}</tr></thead>'
+                     f"<tbody>{rows}</tbody></table>")
 
 
 def _curves(result: Mapping[str, Any]) -> str:

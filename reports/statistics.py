@@ -1,11 +1,16 @@
 """Uncertainty over seeds and paired comparisons between strategies, for the leaderboard.
 
-Choices (README, "Comparing strategies across seeds"):
+Choices (docs/statistics.md):
 - Interval: the two-sided 95% Student t-interval of the mean over seeds, mean ± t_{0.975, n-1} · s / sqrt(n)
   (`scipy.stats.t.interval`). A suite runs a handful of seeds (3 to 5); a bootstrap percentile interval over 3 values
   has only 10 distinct resamples and covers far less than 95%, while the t-interval is exact for normally
   distributed seed-to-seed variation and wide when n is small (n = 2: ± 12.7 s / sqrt 2), as it should be. With one
   seed there is no interval (NaN), never a zero-width one.
+- Bounded metrics (accuracies in [0, 100]; bwt, forgetting and drops in [-100, 100]: `RANGES`) get the t-interval on
+  the logit scale (`bounded_interval`): each value mapped to p = (x - low) / (high - low), z = log(p / (1 - p)), the
+  t-interval of z's mean, mapped back. It lies inside the range by construction (a plain t-interval of 3 seeds at 90%
+  reached 109% with two seeds), is close to the plain one away from the bounds, and longer towards the middle where
+  the values sit near a bound. Values at a bound are moved 1e-4 of the range inside it first.
 - Pairing: runs of two strategies with the same seed saw the same class order (the seed draws it), so their
   difference removes the class order's share of the variation. The pairing is checked, not assumed: a seed is a pair
   only if both runs stored the same class order (a suite with `class_order_seed` fixed pairs by seed too, since its
@@ -52,6 +57,38 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple
     return float(low), float(high)
 
 
+# The range of each bounded metric (a retention metric by its prefix), for `bounded_interval`.
+ACCURACY, SIGNED = (0.0, 100.0), (-100.0, 100.0)
+RANGES = {"avg_acc": ACCURACY, "avg_inc_acc": ACCURACY, "acc_pooled_last": ACCURACY, "til_avg_acc": ACCURACY,
+          "forward_transfer": ACCURACY, "ece_last": ACCURACY, "retained_last_": ACCURACY, "bwt": SIGNED,
+          "forgetting": SIGNED, "pretrain_drop_": SIGNED}
+EDGE = 1e-4  # share of the range by which a value at a bound is moved inside it before the logit
+
+
+def metric_range(metric: str) -> Optional[tuple[float, float]]:
+    """(low, high) of a bounded metric, None for an unbounded one (costs)."""
+    for name, bounds in RANGES.items():
+        if metric == name or (name.endswith("_") and metric.startswith(name)):
+            return bounds
+    return None
+
+
+def bounded_interval(values: Sequence[float], bounds: tuple[float, float],
+                     confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The t-interval of the mean on the logit scale of `values` in `bounds`, mapped back: inside the bounds by
+    construction. (NaN, NaN) with fewer than two values; (x, x) when all values are x."""
+    data = finite(values)
+    if len(data) >= 2 and np.all(data == data[0]):
+        return float(data[0]), float(data[0])
+    low, high = bounds
+    p = np.clip((data - low) / (high - low), EDGE, 1 - EDGE)
+    z_low, z_high = t_interval(np.log(p / (1 - p)), confidence)
+    if math.isnan(z_low):
+        return math.nan, math.nan
+    back = lambda z: low + (high - low) / (1 + math.exp(-z))  # noqa: E731
+    return back(z_low), back(z_high)
+
+
 def paired_t_test(first: Sequence[float], second: Sequence[float]) -> float:
     """Two-sided p-value of the paired t-test of mean(first - second) = 0: t = mean(d) / (s_d / sqrt(n)), n - 1
     degrees of freedom. NaN with fewer than two pairs; 1 when every difference is 0 (nothing tells them apart);
@@ -93,12 +130,15 @@ def paired_by_seed(reference: pd.DataFrame, other: pd.DataFrame, metric: str) ->
 
 
 def interval_columns(runs: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
-    """`<metric>_ci_low` and `<metric>_ci_high` (95% t-interval over seeds) per group of `keys`."""
+    """`<metric>_ci_low` and `<metric>_ci_high` (95% interval over seeds: on the logit scale for a bounded metric,
+    the plain t-interval otherwise) per group of `keys`."""
     rows = []
     for key, group in runs.groupby(keys, sort=False):
         row = dict(zip(keys, key))
         for metric in metrics:
-            row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = t_interval(group[metric])
+            bounds = metric_range(metric)
+            row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = (
+                t_interval(group[metric]) if bounds is None else bounded_interval(group[metric], bounds))
         rows.append(row)
     return pd.DataFrame(rows, columns=keys + [f"{m}_ci_{s}" for m in metrics for s in ("low", "high")])
 

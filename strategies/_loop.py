@@ -76,7 +76,7 @@ class TrainConfig(RecipeConfig):
     drop_last: bool = False  # drop each epoch's last, partial batch (CODA-Prompt's loader does)
     head_init: Optional[str] = None  # new head rows (strategies/_heads.py HEAD_INITS); null: trunc_normal (timm's)
     loss: str = "local"  # cross-entropy over the current task's classes (local) or all classes seen (global)
-    joint: bool = False  # train once on the union of the stream's tasks: the joint-training upper bound (README)
+    joint: bool = False  # train once on the union of the stream's tasks: the joint-training upper bound (docs/strategies)
 
     def __post_init__(self) -> None:
         self.resolve_recipe()

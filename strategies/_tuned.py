@@ -42,9 +42,14 @@ class TunedBackbone(Strategy):
         self.head.grow(task.num_outputs)
         set_train_modes(self)
         data, forward = self.training_data(task)
-        loss = lambda x, y: task_cross_entropy(self.head(forward(x)), y, task, self.config.loss)  # noqa: E731
+        loss = lambda x, y: self.task_loss(self.head(forward(x)), y, task)  # noqa: E731
         parameters = [p for p in self.parameters() if p.requires_grad]
         fit(loss, parameters, data, self.config, self.runtime, desc=f"{type(self).__name__} {task.name}")
+
+    def task_loss(self, logits: torch.Tensor, labels: torch.Tensor, task: Task) -> torch.Tensor:
+        """The loss of one batch: cross-entropy over the task's output units (`loss: local`) or every unit seen
+        (`global`). Override to add a term (a penalty on the parameters, a distillation loss)."""
+        return task_cross_entropy(logits, labels, task, self.config.loss)
 
     def training_data(self, task: Task) -> tuple[Dataset, Stage]:
         """The task's training data and the map from its items to features, skipping work on the frozen prefix."""

@@ -125,6 +125,7 @@ class Strategy(nn.Module, abc.ABC):
 
 
 def build_strategy(name: str, params: Mapping[str, Any], backbone: nn.Module, runtime: Runtime) -> Strategy:
+    """The registered strategy `name` (or `name@label`) on `backbone`, its hyper-parameters validated first."""
     cls = STRATEGIES.get(name)
     return cls(backbone, strategy_config(name, params), runtime)
 

@@ -14,7 +14,7 @@ each choice below is TAPS's or ours (`../shared/reference/strategies.md`, sectio
   fewer active blocks. A block stays on while the task loss pulls its score up harder than lambda / (blocks) pushes
   it down; since B starts at zero, that pull is weak until B has learned (hence the warm-up): `score_lr` (the
   scores' own learning rate) sets how fast scores move, lambda how much a block must help to stay on. The defaults
-  are tuned on the mini benchmark (README: the active fraction against lambda).
+  are tuned on the mini benchmark (docs/results-mini.md: the active fraction against lambda).
 - Continual use (ours: the paper is single-task): task t trains a fresh set of blocks and gates on the pre-trained
   weights (earlier tasks' blocks are not applied while it trains), with the growing head; afterwards its mask is
   stored, its active blocks frozen and kept, its inactive blocks deleted (not stored, not computed).

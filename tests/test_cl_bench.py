@@ -39,7 +39,8 @@ def numbers(out: Path) -> dict:
 
 
 def leaderboard_without_times(out: Path) -> pd.DataFrame:
-    return pd.read_csv(out / "leaderboard.csv").drop(columns="wall_time_s")
+    return pd.read_csv(out / "leaderboard.csv").drop(columns=["wall_time_s", "train_images_per_s", "eval_images_per_s",
+                                                                "peak_host_mb", "peak_device_mb"])
 
 
 def test_installed_cl_bench_run_and_the_api_give_run_suites_results(write_suite, tmp_path):
@@ -116,3 +117,94 @@ def test_load_results_merges_folders_and_names_a_wrong_one(results_dir, tmp_path
     assert len(frame) == 9 and frame.set_index("strategy").loc["extra", "avg_acc"] == 20
     with pytest.raises(ConfigError, match="nowhere holds no runs/ folder"):
         cl_bench.load_results(tmp_path / "nowhere")
+
+
+def fake_fashion_mnist(folder: Path, train: int = 600, test: int = 600) -> Path:
+    """Fashion-MNIST in torchvision's raw layout (uncompressed IDX), enough images for the default suite's retention
+    (500 evaluation images, a k-NN bank of 500)."""
+    import gzip
+
+    import numpy as np
+
+    from conftest import fake_fashion_images, write_idx
+
+    raw = folder / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, size in (("train", train), ("t10k", test)):
+        labels = np.arange(size) % 10
+        for kind, array in (("images-idx3", fake_fashion_images(labels, rng)), ("labels-idx1", labels)):
+            packed = folder / f"{prefix}-{kind}-ubyte.gz"
+            write_idx(packed, array)
+            (raw / f"{prefix}-{kind}-ubyte").write_bytes(gzip.decompress(packed.read_bytes()))
+    return folder
+
+
+def test_a_built_wheel_in_a_fresh_venv_lists_and_dry_runs_the_default_suite(tmp_path):
+    """`pip wheel .`, a new venv (the dependencies of this one visible through a .pth file: no network), the wheel
+    installed into it, and its `cl-bench` run from another folder: the default suite ships inside the package."""
+    import sysconfig
+
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "results", "data", "__pycache__",
+                                                                 "build", "*.egg-info", ".pytest_cache", "site"))
+    run = lambda *command, **kw: subprocess.run(command, check=True, capture_output=True, text=True,  # noqa: E731
+                                                timeout=600, **kw)
+    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"),
+        str(source))
+    (wheel,) = (tmp_path / "dist").glob("cl_vit_bench-*.whl")
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", "--without-pip", str(venv))
+    purelib = Path(run(str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))")
+                   .stdout.strip())
+    (purelib / "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    run(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(purelib), str(wheel))
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env["CL_BENCH_DATA"] = str(fake_fashion_mnist(tmp_path / "data"))
+    python = str(venv / "bin" / "python")
+    where = run(python, "-c", "import benchmark, run_suite; print(benchmark.__file__)", cwd=cwd, env=env).stdout
+    assert where.startswith(str(purelib)), where  # the installed copy, not this checkout
+    listed = run(python, "-m", "cl_bench", "list", cwd=cwd, env=env).stdout
+    assert "ranpac (presets: mini, reference, reference-imagenet-r)" in listed and "mini.yaml" in listed
+    assert run(python, "-m", "cl_bench", "--version", cwd=cwd, env=env).stdout.strip() == "cl-bench 0.1.0"
+    plan = run(python, "-m", "cl_bench", "dry-run", cwd=cwd, env=env).stdout
+    assert "36 runs planned" in plan and "ranpac" in plan
+    assert not list(cwd.iterdir())  # a dry run writes nothing
+
+
+def test_list_version_and_each_commands_own_name_in_its_help(capsys):
+    assert cli_main(["list"]) == 0
+    listed = capsys.readouterr().out
+    for expected in ("strategies:", "  sd_lora (presets: mini, reference, reference-imagenet-r)", "streams:",
+                     "  split-cifar100", "input pipelines", "  unnormalised-resize224", "retention protocols:",
+                     "mini.yaml", "ranpac_cifar100.yaml"):
+        assert expected in listed, expected
+    assert cli_main(["list", "extra"]) == 2 and "takes no arguments" in capsys.readouterr().err
+    assert cli_main(["--version"]) == 0 and capsys.readouterr().out.startswith("cl-bench ")
+    for command in ("run", "dry-run", "report"):
+        with pytest.raises(SystemExit):
+            cli_main([command, "--help"])
+        assert capsys.readouterr().out.startswith(f"usage: cl-bench {command} ")
+    assert cli_main(["run", "--sed", "1"]) == 2
+    assert capsys.readouterr().err.strip() == "error: unrecognized arguments: --sed 1; see cl-bench run --help"
+
+
+def test_set_overrides_keys_of_the_suite_file_and_is_recorded(write_suite, tmp_path, capsys):
+    config = write_suite(strategies={"linear": {"epochs": 2}}, streams={"mini-split-digits": {"n_tasks": 2}})
+    out = tmp_path / "out"
+    assert run_suite.main(["--config", str(config), "--out", str(out), "--quiet", "--set", "strategies.linear.epochs=1",
+                           "--set", "seeds=[7, 8]", "--set", "strategies.linear.lr=0.05"]) == 0
+    results = list(iter_results(out))
+    assert sorted(r["seed"] for r in results) == [7, 8]
+    assert {(r["strategy_params"]["epochs"], r["strategy_params"]["lr"]) for r in results} == {(1, 0.05)}
+    assert "ok: linear on mini-split-digits, seed 7: avg_acc" in capsys.readouterr().out  # one line per run
+    for bad, message in ((["--set", "seeds"], "--set 'seeds': must be KEY=VALUE with a dotted KEY"),
+                         (["--set", "strategies.linear.lr=fast"], "strategies.linear.lr: must be a number, got 'fast'"),
+                         (["--set", "device.kind=gpu"], "--set device.kind: device is 'cpu' in the file, not a mapping"),
+                         (["--set", "streams.mini-split-digits.n_tasks=[oops"], "is not valid YAML")):
+        assert run_suite.main(["--config", str(config), "--out", str(tmp_path / "bad"), *bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "bad").exists()

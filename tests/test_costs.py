@@ -66,7 +66,7 @@ def vit_flops(patches: int, width: int, depth: int, patch_pixels: int, classes: 
 
 
 def test_vit_b16_and_vit_mini_flops_are_the_readme_numbers():
-    """README (Performance, Costs): ViT-B/16 at 224 px is 35.13 GFLOPs per image in the suite's convention (1
+    """docs/performance.md: ViT-B/16 at 224 px is 35.13 GFLOPs per image in the suite's convention (1
     multiply-add = 2 FLOPs; its multiply-add count is the 17.6 G often quoted), 127x the bundled vit-mini's 0.277.
     ViT-B/16 with random weights."""
     import timm
@@ -77,3 +77,14 @@ def test_vit_b16_and_vit_mini_flops_are_the_readme_numbers():
     assert vit_b == vit_flops(196, 768, 12, 3 * 16 * 16, 1000) == 35_127_656_448
     assert vit_mini == vit_flops(49, 192, 6, 16, 10) == 277_245_696
     assert round(vit_b / vit_mini) == 127
+
+
+def test_throughput_counts_stream_images_over_training_and_scored_images_over_evaluation():
+    rates = costs.throughput(train_images=600, train_s=[1.0, 2.0], eval_images=250, eval_s=[0.5, 0.5, 1.5])
+    assert rates == {"train_images_per_s": 200.0, "eval_images_per_s": 250 * 3 / 2.5}
+    assert costs.throughput(10, [0.0], 10, []) == {"train_images_per_s": 0.0, "eval_images_per_s": 0.0}
+
+
+def test_peak_memory_names_host_and_device():
+    report = costs.peak_memory_mb(torch.device("cpu"))
+    assert report["peak_host_mb"] == report["peak_memory_mb"] > 10 and "peak_device_mb" not in report

@@ -1,5 +1,5 @@
 """Each strategy's `reference` presets run its reference's whole recipe, pinned against independent statements of
-what the reference code does (the files and lines are in each strategy's docstring and README's recipe table):
+what the reference code does (the files and lines are in each strategy's docstring and docs/recipes.md):
 the input pipeline against a torchvision pipeline written from the reference's `build_transform` on hand-made
 images, the learning rate of every epoch against the reference's formula or scheduler, head initialisation by its
 statistics, eval-mode training, precision and class order. The suite's own protocol (`mini`, the default) is

@@ -13,7 +13,9 @@ SPEC = ImageSpec((1, 28, 28), (0.5,), (0.5,))
 
 def test_unknown_stream_lists_the_valid_ones():
     with pytest.raises(ConfigError, match="unknown stream 'split-mnist'; valid: domain-folders, domain-imagenet-r, "
-                                          "mini-domain-digits, mini-split-digits, split-cifar100, split-imagenet-r"):
+                                          "mini-domain-digits, mini-split-digits, split-cifar100, split-cub200, "
+                                          "split-imagenet-a, split-imagenet-r, split-objectnet, split-omnibenchmark, "
+                                          "split-vtab$"):
         build_stream("split-mnist", image_spec=SPEC)
 
 

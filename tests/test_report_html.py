@@ -11,6 +11,7 @@ import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import scipy.stats
 import pytest
@@ -24,6 +25,7 @@ from reports.report import collect
 from test_reports import chromium, fabricate, results_dir  # noqa: F401  (fixture)
 
 WIDTH = 1280
+PHONE = 390
 MINI_STRATEGIES = ["full_ft", "linear", "topk", "lora", "block_expansion", "selective_lora", "slca", "lae",
                    "simplecil", "ranpac", "aper_adapter", "l2p", "dualprompt", "coda_prompt", "inflora", "sd_lora",
                    "ease", "hide_prompt", "full_ft@joint"]
@@ -158,23 +160,36 @@ window.addEventListener('load', function () {
   });
   var report = {images: images.length, broken: broken, errors: errors, width: document.documentElement.scrollWidth,
                 viewport: window.innerWidth, sorted: sorted};
-  document.body.setAttribute('data-probe', btoa(unescape(encodeURIComponent(JSON.stringify(report)))));
+  var encoded = btoa(unescape(encodeURIComponent(JSON.stringify(report))));
+  document.body.setAttribute('data-probe', encoded);
+  if (window.parent !== window) { window.parent.postMessage(encoded, '*'); }
 });
 </script>"""
+# Headless Chromium's window is at least 500 px wide: a narrower viewport is an iframe of that width, whose probe
+# hands its measurements to this outer page.
+FRAME = """<!DOCTYPE html><html><body style="margin:0"><iframe src="{src}" style="width:{width}px;height:900px;border:0">
+</iframe><script>window.addEventListener('message', function (event) {{
+  document.body.setAttribute('data-probe', event.data); }});</script></body></html>"""
 
 
-def in_chromium(page: Path, profile: Path) -> dict:
-    """Open `page` with the probe at 1280 x 900 in headless Chromium; what the probe measured."""
+def in_chromium(page: Path, profile: Path, width: int = WIDTH) -> dict:
+    """Open `page` with the probe at `width` x 900 (default 1280) in headless Chromium; what the probe measured."""
     import base64
 
     probed = page.with_name(page.stem + ".probe.html")
     probed.write_text(page.read_text().replace("<head>", "<head>" + PROBE, 1))
+    opened = probed
+    if width < 500:
+        opened = page.with_name(page.stem + ".frame.html")
+        opened.write_text(FRAME.format(src=probed.name, width=width))
     process = subprocess.run(
         [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", f"--window-size={WIDTH},900",
-         "--hide-scrollbars", "--virtual-time-budget=5000", "--dump-dom", probed.as_uri()],
+         "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+         f"--window-size={max(width, 500)},900", "--hide-scrollbars", "--virtual-time-budget=5000",
+         "--allow-file-access-from-files", "--dump-dom", opened.as_uri()],
         capture_output=True, text=True, timeout=120)
     probed.unlink()
+    opened.unlink(missing_ok=True)
     found = re.search(r'data-probe="([^"]+)"', process.stdout)
     assert found, process.stderr[-2000:]
     return json.loads(base64.b64decode(found.group(1)).decode())
@@ -201,6 +216,15 @@ def test_mini_like_report_fits_sorts_and_resolves_in_chromium(mini_report, tmp_p
     for run_page in sorted((page.parent / "pages").glob("*.html"))[:3]:
         probe = in_chromium(run_page, tmp_path / "profile")
         assert probe["width"] <= WIDTH and probe["broken"] == 0 and probe["errors"] == 0
+
+
+def test_the_report_and_a_run_page_fit_a_phone(mini_report, tmp_path):
+    """At 390 px the page itself never scrolls sideways: wide tables scroll inside their own box, figures shrink."""
+    probe = in_chromium(mini_report, tmp_path / "profile", width=PHONE)
+    assert probe["viewport"] == PHONE and probe["width"] <= PHONE and probe["broken"] == 0 and probe["errors"] == 0
+    run_page = sorted((mini_report.parent / "pages").glob("*.html"))[0]
+    probe = in_chromium(run_page, tmp_path / "profile", width=PHONE)
+    assert probe["width"] <= PHONE and probe["errors"] == 0
 
 
 def test_edge_case_report_and_every_run_page_in_chromium(results_dir, tmp_path):  # noqa: F811
@@ -250,8 +274,10 @@ def test_intervals_are_shown_where_there_are_seeds(results_dir, tmp_path):  # no
     split = next(t for t in boards(page) if len(t["rows"]) > 1)
     avg = split["headers"].index("avg_acc")
     cells = {row[0]["text"]: row[avg]["text"] for row in split["rows"]}
-    half = scipy.stats.t.ppf(0.975, 1) * pd.Series([60.0, 70.0]).std() / 2 ** 0.5  # the 95% t-interval, 2 seeds
-    assert cells["full_ft"] == f"65.00[{65 - half:.2f}, {65 + half:.2f}]" and cells["linear"] == "65.00"  # 1 seed: none
+    logits = pd.Series([60.0, 70.0]).map(lambda v: np.log(v / (100 - v)))  # the 95% t-interval of the logits, 2 seeds
+    half = scipy.stats.t.ppf(0.975, 1) * logits.std() / 2 ** 0.5
+    low, high = (100 / (1 + np.exp(-(logits.mean() + sign * half))) for sign in (-1, 1))
+    assert cells["full_ft"] == f"65.00[{low:.2f}, {high:.2f}]" and cells["linear"] == "65.00"  # 1 seed: none
 
     results, _ = collect([results_dir])
     table = build_leaderboard(results)

@@ -1,8 +1,10 @@
 """Reports from small fabricated results, edge cases included: several seeds, one seed, a failed run, a strategy
 without retention numbers, a one-task stream, gate masks."""
 
+import math
 import re
 import shutil
+import sys
 import subprocess
 from pathlib import Path
 
@@ -78,7 +80,8 @@ def test_leaderboards_hold_means_and_stds_over_seeds(results_dir, tmp_path):
     split = pd.read_csv(out / "leaderboard_split.csv")
     assert list(split["strategy"]) == ["gated", "both", "full_ft", "linear", "no_retention"]  # best first; ties by name
     markdown = (out / "leaderboard.md").read_text()
-    assert "| 65.00 [1.47, 128.53] |" in markdown and "no_retention" in markdown  # 65 ± 12.706 · 7.071 / sqrt 2
+    # seeds at 60 and 70: the t-interval of their logits, mapped back (the plain one, [1.47, 128.53], leaves [0, 100])
+    assert "| 65.00 [10.15, 96.87] |" in markdown and "no_retention" in markdown
 
 
 def test_each_retention_protocol_gets_its_own_columns(results_dir, tmp_path):
@@ -124,8 +127,10 @@ def test_leaderboard_intervals_and_comparison_columns(results_dir, tmp_path):
     reports_main([str(results_dir), "--out", str(out)])
     board = pd.read_csv(out / "leaderboard_split.csv").set_index("strategy")
     full = board.loc["full_ft"]
-    half = 12.706204736 * pd.Series([60.0, 70.0]).std() / 2 ** 0.5
-    assert (full["avg_acc_ci_low"], full["avg_acc_ci_high"]) == pytest.approx((65 - half, 65 + half), abs=1e-4)
+    logits = pd.Series([60.0, 70.0]).map(lambda v: math.log(v / (100 - v)))
+    half = 12.706204736 * logits.std() / 2 ** 0.5  # t_{0.975, 1} on the logit scale, then mapped back
+    expected = [100 / (1 + math.exp(-(logits.mean() + sign * half))) for sign in (-1, 1)]
+    assert [full["avg_acc_ci_low"], full["avg_acc_ci_high"]] == pytest.approx(expected, abs=1e-4)
     assert pd.isna(board.loc["linear", "avg_acc_ci_low"]) and pd.isna(board.loc["linear", "avg_acc_ci_high"])
     assert set(board["reference"]) == {"gated"} and board.loc["gated", "indistinguishable_from_best"]
     assert (board.drop("gated")["n_pairs"] == 1).all()  # seed 0 shared; one pair is no test
@@ -218,3 +223,17 @@ def test_joint_upper_bounds_are_neither_the_reference_nor_compared(tmp_path):
     assert pd.isna(joint["p_vs_best"]) and pd.isna(joint["indistinguishable_from_best"])
     assert verdict(joint) == "upper bound" and verdict(rows["full_ft"]) == "best"
     assert rows["linear"]["n_pairs"] == 3 and rows["linear"]["diff_vs_best"] < 0
+
+
+def test_the_docs_results_table_is_regenerated_from_result_files(results_dir):  # noqa: F811
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        from results_table import table
+    finally:
+        sys.path.pop(0)
+    lines = table([results_dir]).splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header[:5] == ["stream", "strategy", "avg_acc", "avg_inc_acc", "bwt"] and "pretrain_drop knn" in header
+    rows = {tuple(c.strip() for c in line.strip("|").split("|"))[:3] for line in lines[2:]}
+    assert ("split", "full_ft", "65.00") in rows  # seeds 0 and 1: (40 + 80) / 2 and (50 + 90) / 2, averaged
+    assert ("one-task", "linear", "55.00") in rows and not any(r[1] == "broken" for r in rows)  # failed runs left out

@@ -18,7 +18,8 @@ from strategies.base import build_strategy
 from test_strategies import FITS_TWO_BLOCKS
 from test_suite import suite
 
-TIMINGS = ("train_s", "eval_s", "wall_time_s", "peak_memory_mb", "threads")
+TIMINGS = ("train_s", "eval_s", "wall_time_s", "peak_memory_mb", "threads", "train_images_per_s",
+           "eval_images_per_s", "peak_host_mb")
 RUNTIME = Runtime.resolve("cpu", "fp32", progress=False)
 
 

@@ -115,3 +115,38 @@ def test_every_strategy_is_compared_with_the_best_and_holm_corrected():
     missing = compare_to_reference(runs_frame(rows), ["strategy", "config_id"], ["stream", "backbone"], "avg_acc",
                                    reference="absent")
     assert set(missing["reference"]) == {"best"}  # not run on this stream: the best mean
+
+
+def test_bounded_interval_is_the_t_interval_of_the_logits_mapped_back():
+    from reports.statistics import bounded_interval
+
+    values = [80.0, 90.0, 95.0]
+    z = [math.log(v / (100 - v)) for v in values]
+    mean, s = sum(z) / 3, math.sqrt(sum((x - sum(z) / 3) ** 2 for x in z) / 2)
+    half = 4.302652729911275 * s / math.sqrt(3)  # t_{0.975, 2}
+    expected = tuple(100 / (1 + math.exp(-(mean + sign * half))) for sign in (-1, 1))
+    assert bounded_interval(values, (0.0, 100.0)) == pytest.approx(expected, rel=1e-9)
+    # signed metrics (bwt, drops) map [-100, 100] onto the unit interval first
+    low, high = bounded_interval([-10.0, 5.0, 20.0], (-100.0, 100.0))
+    assert -100 < low < -10 and 20 < high < 100
+
+
+@pytest.mark.parametrize("values", [[64.0, 89.76], [99.0, 100.0, 100.0], [0.0, 3.0], [100.0, 0.0], [50.0, 51.0]])
+def test_intervals_of_accuracies_never_leave_0_100(values):
+    from reports.statistics import bounded_interval
+
+    low, high = bounded_interval(values, (0.0, 100.0))
+    assert 0.0 <= low <= high <= 100.0
+    plain_low, plain_high = t_interval(values)
+    assert plain_low < 0 or plain_high > 100 or low == pytest.approx(plain_low, abs=2)  # near the plain one mid-range
+
+
+def test_leaderboard_intervals_use_the_range_of_each_metric():
+    from reports.statistics import interval_columns, metric_range
+
+    assert metric_range("avg_acc") == (0.0, 100.0) and metric_range("pretrain_drop_knn") == (-100.0, 100.0)
+    assert metric_range("retained_last_head") == (0.0, 100.0) and metric_range("wall_time_s") is None
+    runs = pd.DataFrame({"strategy": ["a", "a"], "avg_inc_acc": [64.0, 89.76], "wall_time_s": [1.0, 9.0]})
+    row = interval_columns(runs, ["strategy"], ["avg_inc_acc", "wall_time_s"]).iloc[0]
+    assert 0 <= row["avg_inc_acc_ci_low"] and row["avg_inc_acc_ci_high"] <= 100  # the plain one: [-86.8, 240.6]
+    assert row["wall_time_s_ci_low"] == pytest.approx(t_interval([1.0, 9.0])[0])  # unbounded: plain t-interval

@@ -126,14 +126,14 @@ def test_single_task_stream_has_null_transfer(write_suite, tmp_path):
     assert pd.read_csv(out / "leaderboard.csv")["bwt_mean"].isna().all()
 
 
-def readme_strategy_example() -> str:
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Adding a strategy", 1)[1]
+def docs_strategy_example() -> str:
+    text = (ROOT / "docs" / "extending.md").read_text()
+    section = text.split("# Adding a strategy", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def test_readme_strategy_example_runs_through_the_suite(write_suite, tmp_path):
-    exec(compile(readme_strategy_example(), "README.md", "exec"), {"__name__": "readme_example"})
+def test_documented_strategy_example_runs_through_the_suite(write_suite, tmp_path):
+    exec(compile(docs_strategy_example(), "docs/extending.md", "exec"), {"__name__": "docs_example"})
     name = "nearest_mean"
     assert issubclass(STRATEGIES.get(name), Strategy)
     out = tmp_path / "out"

@@ -154,7 +154,7 @@ def expected(result: dict) -> dict[str, list[tuple[int, float]]]:
     for name, value in metrics["task_incremental"].items():  # the diagnostics' task-incremental metrics, flattened
         series[f"metrics/task_incremental_{name}"] = [(steps, value)]
     for name in ("params_total", "params_trainable", "params_added", "flops_per_image", "wall_time_s",
-                 "peak_memory_mb", "threads"):
+                 "peak_memory_mb", "threads", "train_images_per_s", "eval_images_per_s", "peak_host_mb"):
         series[f"cost/{name}"] = [(steps, cost[name])]
     series["cost/train_s_total"] = [(steps, sum(cost["train_s"]))]
     series["cost/eval_s_total"] = [(steps, sum(cost["eval_s"]))]

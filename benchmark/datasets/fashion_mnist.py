@@ -21,7 +21,18 @@ import torch
 from benchmark.errors import DatasetMissingError
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-DEFAULT_DATA_DIR = Path(os.environ.get("CL_BENCH_DATA", Path(__file__).resolve().parents[2] / "data"))
+
+
+def default_data_dir() -> Path:
+    """$CL_BENCH_DATA, else `data/` of the source checkout this module lies in (where `make data` puts it), else
+    `data/` in the current folder (an installed package, which has no checkout around it)."""
+    if "CL_BENCH_DATA" in os.environ:
+        return Path(os.environ["CL_BENCH_DATA"])
+    checkout = Path(__file__).resolve().parents[2]
+    return checkout / "data" if (checkout / "pyproject.toml").is_file() else Path("data")
+
+
+DEFAULT_DATA_DIR = default_data_dir()
 RAW_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",

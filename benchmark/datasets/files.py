@@ -185,3 +185,17 @@ def sub_folders(folder: Path, what: str, layout: str) -> list[Path]:
     if not folders:
         raise DatasetMissingError(f"no {what} folders in {folder}; expected {layout}")
     return folders
+
+
+def class_files(class_folders: Sequence[Path], layout: str) -> LabelledFiles:
+    """Every image directly in each class folder, labelled by the folder's position in `class_folders`; a class
+    folder without images is a one-line layout error that shows the expected `layout`."""
+    paths: list[Path] = []
+    labels: list[int] = []
+    for label, folder in enumerate(class_folders):
+        images = image_files(folder)
+        if not images:
+            raise DatasetMissingError(f"class folder {folder} holds no images; expected {layout}")
+        paths += images
+        labels += [label] * len(images)
+    return LabelledFiles(tuple(paths), tuple(labels))

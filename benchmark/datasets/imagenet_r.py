@@ -21,7 +21,7 @@ from typing import Iterable
 
 from torchvision.datasets.utils import download_and_extract_archive
 
-from benchmark.datasets.files import LabelledFiles, image_files, sub_folders
+from benchmark.datasets.files import LabelledFiles, class_files, sub_folders
 from benchmark.errors import DatasetMissingError
 
 URL = "https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar"
@@ -78,13 +78,6 @@ def load_imagenet_r(root: Path, download: bool = False) -> ImagenetR:
     DatasetMissingError for a missing folder or a wrong layout."""
     folder = ensure_imagenet_r(root, download)
     wnids = sub_folders(folder, "class", LAYOUT)
-    paths: list[Path] = []
-    labels: list[int] = []
-    for label, class_folder in enumerate(wnids):
-        images = image_files(class_folder)
-        if not images:
-            raise DatasetMissingError(f"class folder {class_folder} holds no images; expected {LAYOUT}")
-        paths += images
-        labels += [label] * len(images)
-    renditions = tuple(rendition_of(path) for path in paths)
-    return ImagenetR(LabelledFiles(tuple(paths), tuple(labels)), renditions, tuple(p.name for p in wnids))
+    files = class_files(wnids, LAYOUT)
+    renditions = tuple(rendition_of(path) for path in files.paths)
+    return ImagenetR(files, renditions, tuple(p.name for p in wnids))

@@ -62,6 +62,7 @@ class Stream:
     class_order: tuple[int, ...]  # original class ids in the order the stream presents them
     class_names: tuple[str, ...]  # names of the original class ids
     benchmark: CLScenario
+    manifest_sha256: str = ""  # folder benchmarks: the digest of the image files read (benchmark/datasets/manifests.py)
 
 
 class LabelledTensors(TensorDataset):
