@@ -40,7 +40,8 @@ As the official code (JiangpengHe/CL-LoRA@df4e74e, a LAMDA-PILOT fork: `backbone
 Presets (`preset:` fills the fields left null): `mini` (default; CPU-sized: 1 epoch, batch 32, lr 0.05, wd 1e-4,
 rank 8; 2 epochs gave the same accuracies on the mini streams at twice the training time), `reference`
 (exps/cifar.json: CIFAR-100 in 20 tasks, 30 epochs, batch 64, lr 0.03, wd 1e-4, rank 8) and `reference-imagenet-r`
-(exps/inr.json: ImageNet-R in 40 tasks, 20 epochs, batch 32, lr 0.05, wd 5e-4, rank 10). The
+(exps/inr.json: ImageNet-R in 40 tasks, 20 epochs, batch 32, lr 0.05, wd 5e-4, rank 10) and `reference-vtab`
+(exps/vtab.json: VTAB in 5 unshuffled tasks, 45 epochs, batch 32, lr 0.03, wd 1e-4, rank 10). The
 `reference*` presets run the code's recipe (benchmark/recipe.py): fp32; [0, 1] pixels, RandomResizedCrop scale
 (0.05, 1), test Resize(256, bicubic) + CenterCrop(224) (`input: unnormalised`, utils/data.py:95-119);
 CosineAnnealingLR(T_max=epochs, eta_min=0) stepped per epoch (`schedule: cosine-epochs`, cllora.py:303-311). The
@@ -93,12 +94,13 @@ PRESETS = {
     "mini": dict(epochs=1, batch_size=32, lr=0.05, weight_decay=1e-4, rank=8, schedule="cosine"),
     "reference": dict(epochs=30, batch_size=64, lr=0.03, weight_decay=1e-4, rank=8, **RECIPE),
     "reference-imagenet-r": dict(epochs=20, batch_size=32, lr=0.05, weight_decay=5e-4, rank=10, **RECIPE),
+    "reference-vtab": dict(epochs=45, batch_size=32, lr=0.03, weight_decay=1e-4, rank=10, **RECIPE),
 }
 
 
 @dataclass(frozen=True)
 class CLLoRAConfig(RecipeConfig):
-    preset: str = "mini"  # fills the fields left null: mini, reference (CIFAR-100), reference-imagenet-r
+    preset: str = "mini"  # fills the fields left null: mini, reference (CIFAR-100), reference-imagenet-r, -vtab
     epochs: Optional[int] = None  # per task (init_epochs = later_epochs)
     batch_size: Optional[int] = None
     lr: Optional[float] = None  # SGD, both steps of a batch
