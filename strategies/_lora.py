@@ -11,15 +11,18 @@ The wrapped layer keeps the pre-trained weight and bias tensors themselves (so c
 them as the backbone's) and, in eval mode, merges the updates into one weight: inference costs what the original
 layer costs, as with peft's `merge_adapter`.
 
-Per-task adapters (selective LoRA, InfLoRA, SD-LoRA) are named `task_prefix(t) + target` in their layer, so that the
-tasks a checkpoint holds can be read from its tensor names (`stored_tasks`) and rebuilt before it loads.
+Per-task adapters (selective LoRA, InfLoRA, SD-LoRA, CL-LoRA) are named `task_prefix(t) + target` in their layer, so
+that the tasks a checkpoint holds can be read from its tensor names (`stored_tasks`) and rebuilt before it loads. A
+layer applies every adapter it holds, or those whose name starts with its `only` prefix (`only_adapters` switches it
+for a while: one task's adapters, a frozen teacher's copy).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-from typing import Callable, Iterable, Mapping, Optional
+from typing import Callable, Iterable, Iterator, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +58,31 @@ class LowRank(nn.Module):
         return self.A, self.B
 
 
-class DecoupledLowRank(LowRank):
+class WeightedLowRank(LowRank):
+    """The update `scale · w · B A`, w one entry (`index`) of a learnable tensor `weights` that several adapters
+    share: SD-LoRA's per-task magnitude (a scalar, index ()), CL-LoRA's block-wise weights (one per block and q, k, v
+    part). The weight trains with the factors, and a merged weight is recomputed when it changes."""
+
+    def __init__(self, in_features: int, rows: tuple[int, int], rank: int, scale: float, weights: nn.Parameter,
+                 index: tuple[int, ...] = ()) -> None:
+        super().__init__(in_features, rows, rank, scale)
+        self.weights = weights
+        self.index = index
+
+    def factor(self) -> torch.Tensor:
+        return self.scale * self.weights[self.index]
+
+    def delta_weight(self) -> torch.Tensor:
+        return self.factor() * (self.B @ self.A)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.factor().to(x.dtype) * F.linear(F.linear(x, self.A), self.B)
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.A, self.B, self.weights
+
+
+class DecoupledLowRank(WeightedLowRank):
     """SD-LoRA's update `m · B A / n`: a magnitude m (a scalar parameter, which several adapters may share) times
     the product B A, divided by a frozen normaliser n.
 
@@ -65,21 +92,14 @@ class DecoupledLowRank(LowRank):
 
     def __init__(self, in_features: int, rows: tuple[int, int], rank: int, scale: float,
                  magnitude: nn.Parameter) -> None:
-        super().__init__(in_features, rows, rank, scale)
-        self.magnitude = magnitude
+        super().__init__(in_features, rows, rank, scale, magnitude)
         self.register_buffer("inverse_norm", torch.ones(()))
 
     def factor(self) -> torch.Tensor:
-        return self.scale * self.magnitude * self.inverse_norm
-
-    def delta_weight(self) -> torch.Tensor:
-        return self.factor() * (self.B @ self.A)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.factor().to(x.dtype) * F.linear(F.linear(x, self.A), self.B)
+        return super().factor() * self.inverse_norm
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
-        return self.A, self.B, self.magnitude, self.inverse_norm
+        return *super().tensors(), self.inverse_norm
 
     @torch.no_grad()
     def fix_direction(self) -> None:
@@ -177,6 +197,20 @@ def lora_bytes(blocks: Iterable[nn.Module], targets: Iterable[str], rank: int) -
 
 def lora_layers(model: nn.Module) -> list[LoRALinear]:
     return [module for module in model.modules() if isinstance(module, LoRALinear)]
+
+
+@contextlib.contextmanager
+def only_adapters(layers: Iterable[LoRALinear], prefix: Optional[str]) -> Iterator[None]:
+    """Within the block, `layers` apply only their adapters named `prefix...` (None: all); then as before."""
+    layers = list(layers)
+    before = [layer.only for layer in layers]
+    for layer in layers:
+        layer.only = prefix
+    try:
+        yield
+    finally:
+        for layer, only in zip(layers, before):
+            layer.only = only
 
 
 def task_prefix(task: int) -> str:

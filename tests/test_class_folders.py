@@ -274,7 +274,7 @@ def test_the_paper_configs_find_their_streams_in_the_archives_layout(data_root, 
     expected = {"split-imagenet-a": 200, "split-cub200": 200, "split-objectnet": 200, "split-omnibenchmark": 300,
                 "split-vtab": 50}
     checked, backbones = set(), {}
-    for name in ("aper_simplecil_benchmarks", "ranpac_benchmarks", "ranpac_omnibenchmark"):
+    for name in ("aper_simplecil_benchmarks", "ranpac_benchmarks", "ranpac_omnibenchmark", "cl_lora_vtab"):
         raw = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
         raw["streams"] = {stream: {**params, "data_dir": str(data_root)} for stream, params in raw["streams"].items()}
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(raw))
@@ -284,4 +284,4 @@ def test_the_paper_configs_find_their_streams_in_the_archives_layout(data_root, 
                 backbones[backbone_name] = build_backbone(backbone_name, weights=False, **spec.backbone_params)
             assert stream_data(spec, backbones[backbone_name]) == (PRESENT, expected[stream])
             checked.add((name, stream))
-    assert len(checked) == 9
+    assert len(checked) == 10

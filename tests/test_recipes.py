@@ -57,6 +57,9 @@ REFERENCE_TEST = {
     ("dualprompt", "reference"): RESIZE256_BICUBIC,
     ("dualprompt", "official-imagenet-r"): RESIZE256_BICUBIC,
     ("sd_lora", "reference-imagenet-r"): RESIZE256_BICUBIC,
+    ("cl_lora", "reference"): RESIZE256_BICUBIC,
+    ("cl_lora", "reference-imagenet-r"): RESIZE256_BICUBIC,
+    ("cl_lora", "reference-vtab"): RESIZE256_BICUBIC,
     ("inflora", "reference"): T.Compose([T.Resize(224), T.ToTensor()]),  # CIFAR: Resize(224), no crop
     ("inflora", "reference-imagenet-r"): T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()]),
     ("coda_prompt", "reference"): T.Compose([T.Resize(224), T.ToTensor()]),
@@ -67,6 +70,7 @@ REFERENCE_TEST = {
 REFERENCE_TRAIN_SCALE = {
     ("ranpac", "reference"): (0.05, 1.0), ("aper", "reference"): (0.05, 1.0), ("l2p", "reference"): (0.05, 1.0),
     ("dualprompt", "official"): (0.05, 1.0), ("sd_lora", "reference"): (0.05, 1.0),
+    ("cl_lora", "reference"): (0.05, 1.0), ("cl_lora", "reference-vtab"): (0.05, 1.0),
     ("inflora", "reference"): (0.08, 1.0), ("coda_prompt", "reference-imagenet-r"): (0.08, 1.0),
     ("ease", "reference"): (0.05, 1.0), ("mos", "reference-imagenet-r"): (0.05, 1.0),
     ("tuna", "reference"): (0.05, 1.0),
