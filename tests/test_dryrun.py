@@ -28,7 +28,7 @@ def test_every_shipped_config_passes_the_dry_run(path):
 
 
 def test_the_study_config_plans_the_studys_parameter_counts():
-    runs = dry_run(load_suite(ROOT / "configs" / "bafghi2024_cifar100.yaml"), CPU, check_data=False)
+    runs = dry_run(load_suite(ROOT / "configs" / "bafghi2024_cifar100.yaml"), CPU, check_data=False, sized=SIZED)
     assert {run.spec.strategy: run.params_trainable + VIT_B_HEAD_100 for run in runs} == STUDY
     flops = {run.spec.strategy: run.flops_per_image for run in runs}
     assert flops["lora@r8"] == flops["full_ft"]  # merged adapters cost nothing at inference
