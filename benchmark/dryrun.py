@@ -58,18 +58,23 @@ class PlannedRun:
 
 
 def dry_run(config: SuiteConfig, runtime: Runtime, check_data: bool = True,
-            sized: Optional[Sizes] = None) -> list[PlannedRun]:
+            sized: Optional[Sizes] = None, built: Optional[dict[str, Backbone]] = None) -> list[PlannedRun]:
     """Every run `config` plans, checked and sized; raises the UserInputError a real run would raise first.
-    `sized`: sizes already counted (`size_run`), shared by several dry runs in one process (the tests')."""
+    `sized`: sizes already counted (`size_run`), shared by several dry runs in one process (the tests'); `built`:
+    backbones already built, shared the same way (only measured, never changed)."""
     load_plugins(config.imports)
     specs = plan_runs(config, runtime)
     plan_tracking(config)  # sink names, hyper-parameters, installed packages
     backbones: dict[str, Backbone] = {}
+    built = {} if built is None else built
     classes: dict[tuple[str, str], Optional[int]] = {}
     data: dict[tuple[str, str], str] = {}
     for spec in specs:
         if spec.backbone not in backbones:
-            backbones[spec.backbone] = build_backbone(spec.backbone, weights=check_data, **spec.backbone_params)
+            name = json.dumps([spec.backbone, spec.backbone_params, check_data], sort_keys=True)
+            if name not in built:
+                built[name] = build_backbone(spec.backbone, weights=check_data, **spec.backbone_params)
+            backbones[spec.backbone] = built[name]
             if check_data:  # as the preflight: every protocol built, its eval set and memory bank loaded
                 build_retention(spec.retention, backbones[spec.backbone], runtime)
         key = (spec.stream, spec.backbone)

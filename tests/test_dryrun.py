@@ -17,18 +17,20 @@ STUDY = {"full_ft": 85_875_556, "linear": 76_900, "topk": 21_342_052, "lora@r4":
          "block_expansion@p3": 21_340_516, "block_expansion@p4": 28_428_388}
 VIT_B_HEAD_100 = 769 * 100
 SIZED: dict = {}  # sizes shared by the shipped configs' dry runs: a strategy on a backbone is counted once
+BUILT: dict = {}  # and their random-weight backbones, built once
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_passes_the_dry_run(path):
     """Weights and data are not on this machine: sized on random weights, data unchecked (tests only)."""
-    runs = dry_run(load_suite(path), CPU, check_data=False, sized=SIZED)
+    runs = dry_run(load_suite(path), CPU, check_data=False, sized=SIZED, built=BUILT)
     assert runs and all(run.data == UNCHECKED and run.flops_per_image > 0 for run in runs)
     assert all(run.params_total >= run.params_trainable for run in runs)
 
 
 def test_the_study_config_plans_the_studys_parameter_counts():
-    runs = dry_run(load_suite(ROOT / "configs" / "bafghi2024_cifar100.yaml"), CPU, check_data=False, sized=SIZED)
+    runs = dry_run(load_suite(ROOT / "configs" / "bafghi2024_cifar100.yaml"), CPU, check_data=False, sized=SIZED,
+                   built=BUILT)
     assert {run.spec.strategy: run.params_trainable + VIT_B_HEAD_100 for run in runs} == STUDY
     flops = {run.spec.strategy: run.flops_per_image for run in runs}
     assert flops["lora@r8"] == flops["full_ft"]  # merged adapters cost nothing at inference

@@ -121,7 +121,7 @@ def test_interrupted_workers_stop_and_the_rerun_resumes(tmp_path, tiny_backbone_
     config = tmp_path / "suite.yaml"
     config.write_text(yaml.safe_dump({
         "backbones": {"vit-mini": tiny_backbone_params}, "streams": {"mini-split-digits": {"n_tasks": 5}},
-        "strategies": {"full_ft": {"epochs": 1}}, "seeds": [0, 1], "retention": {"eval_size": 50},
+        "strategies": {"full_ft": {"epochs": 1}}, "seeds": [0, 1, 2, 3], "retention": {"eval_size": 50},
         "device": "cpu", "precision": "fp32"}))
     out = tmp_path / "out"
 
@@ -137,4 +137,4 @@ def test_interrupted_workers_stop_and_the_rerun_resumes(tmp_path, tiny_backbone_
         assert suite(config, tmp_path / "reference") == 0
     finally:
         torch.set_num_threads(threads)
-    assert numbers(out) == numbers(tmp_path / "reference") and len(numbers(out)) == 2
+    assert numbers(out) == numbers(tmp_path / "reference") and len(numbers(out)) == 4
