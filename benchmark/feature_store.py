@@ -8,9 +8,10 @@ suite's source, torch and timm): any change that could change a feature changes 
 
 - Verified on read: a file holds its whole key and a digest of its tensor's bytes; a file that does not load, holds
   another key or whose bytes do not match is recomputed and rewritten, never served (`damaged` counts them).
-- Safe between processes: the computation of an entry runs under an exclusive `flock` of that entry's lock file, so
-  a second process asking for the same features waits and then reads them instead of computing them again; files
-  are written to a fresh temporary name (O_EXCL: never through a planted link) and renamed into place.
+- Safe between processes: the computation of an entry runs under an exclusive `flock` of that entry's lock file
+  (`safe_io.open_lock_file`), so a second process asking for the same features waits and then reads them instead of
+  computing them again; files are written by `safe_io.atomic_file` (a fresh temporary, never through a planted
+  link, renamed into place).
 - Bounded: beyond `limit_bytes` the least recently used entries (by modification time, refreshed on every read) are
   deleted. A full disk or an unwritable folder only loses the entry: the run goes on with the computed features.
 
@@ -28,15 +29,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import io
 import os
-import stat
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import torch
 import xxhash
 
+from benchmark.safe_io import FolderError, atomic_file, open_lock_file, read_bounded
 from benchmark.sharing import content_digest
 
 FORMAT = 1  # bump when the file layout changes
@@ -89,8 +90,8 @@ class FeatureStore:
             return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(self.root / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        except OSError:
+            descriptor = open_lock_file(self.root / f"{name}.lock")
+        except (OSError, FolderError):
             yield
             return
         try:
@@ -103,50 +104,32 @@ class FeatureStore:
 
     def _read(self, path: Path, text: str) -> Optional[torch.Tensor]:
         """The entry's tensor if it exists, holds this key and its bytes match its digest; None otherwise."""
-        try:  # a regular file only: never through a link, never a FIFO or device that would block or never end
-            descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:  # a regular file of bounded size only (`safe_io.read_bounded`): never a FIFO or device that would block
+            entry = torch.load(io.BytesIO(read_bounded(path, self.limit_bytes)), map_location="cpu", weights_only=True)
+            tensor = entry["features"]
+            valid = (entry["key"] == text and isinstance(tensor, torch.Tensor)
+                     and entry["digest"] == content_digest(tensor))
         except FileNotFoundError:  # never written, or evicted by another process a moment ago
             return None
-        except OSError:
-            descriptor = None
-        try:
-            valid = descriptor is not None and stat.S_ISREG(os.fstat(descriptor).st_mode)
-            if valid:
-                with contextlib.suppress(OSError):
-                    os.utime(descriptor)  # recently used: evicted last
-                with os.fdopen(os.dup(descriptor), "rb") as file:
-                    entry = torch.load(file, map_location="cpu", weights_only=True)
-                tensor = entry["features"]
-                valid = (entry["key"] == text and isinstance(tensor, torch.Tensor)
-                         and entry["digest"] == content_digest(tensor))
         except Exception:  # noqa: BLE001  (any damage: truncation, garbage, a foreign pickle, missing fields)
             valid = False
-        finally:
-            if descriptor is not None:
-                os.close(descriptor)
         if not valid:
             self.damaged += 1
             return None
+        with contextlib.suppress(OSError):
+            os.utime(path, follow_symlinks=False)  # recently used: evicted last
         return tensor.to(entry["device"])
 
     def _write(self, path: Path, text: str, tensor: torch.Tensor) -> None:
-        """Atomically (a fresh temporary file renamed over `path`); a failure leaves no file and is not an error."""
+        """Atomically (`safe_io.atomic_file`: never through a link); a failure leaves no file and is not an error."""
         host = tensor.detach().cpu()
         entry = {"key": text, "digest": content_digest(host), "device": str(tensor.device), "features": host}
-        temporary = None
         try:
-            descriptor, temporary = tempfile.mkstemp(dir=self.root, prefix=".partial-", suffix=".pt")
-            with os.fdopen(descriptor, "wb") as file:
-                torch.save(entry, file)
-            os.replace(temporary, path)
-            temporary = None
+            with atomic_file(path) as handle:
+                torch.save(entry, handle)
             self._evict()
-        except OSError:
+        except (OSError, FolderError):
             pass  # a full disk or a read-only folder: this entry is simply not kept
-        finally:
-            if temporary is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
 
     def _evict(self) -> None:
         """Delete least recently used entries until the store holds at most `limit_bytes`."""
