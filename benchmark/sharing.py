@@ -95,9 +95,10 @@ class _TensorDigests:
 tensor_digest = _TensorDigests()
 
 
-def module_fingerprint(module: nn.Module, identity: str = "", skip: Iterable[str] = ()) -> str:
+def module_fingerprint(module: nn.Module, identity: str = "", skip: Iterable[str] = (), hooks: bool = True) -> str:
     """A digest of everything a module's output depends on (see the module docstring); submodules and tensors under
-    the names in `skip` (prefixes, e.g. a classifier head that the features never read) are left out."""
+    the names in `skip` (prefixes, e.g. a classifier head that the features never read) are left out, and with
+    `hooks` False the forward hooks (for a caller that knows every hook is switched off in the pass it keys)."""
     skipped = tuple(skip)
 
     def kept(name: str) -> bool:
@@ -107,7 +108,7 @@ def module_fingerprint(module: nn.Module, identity: str = "", skip: Iterable[str
     for name, sub in module.named_modules():
         if kept(name):  # the root's class is what `identity` says of it (modules alone decide: not recorded)
             kind = type(sub).__qualname__ if name else ""
-            digest.update(repr((name, kind, _plain_settings(sub), _hooks(sub))).encode())
+            digest.update(repr((name, kind, _plain_settings(sub), _hooks(sub) if hooks else ())).encode())
     for name, tensor in chain(module.named_parameters(), module.named_buffers()):
         if kept(name):
             digest.update(repr((name, tensor_digest(tensor))).encode())
@@ -182,12 +183,13 @@ def memoised(network_key: str, images: object, context: tuple, compute: Callable
 
 
 def shared_pass(network: nn.Module, identity: str, fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
-                share: bool, context: tuple, skip: Iterable[str] = ()) -> torch.Tensor:
+                share: bool, context: tuple, skip: Iterable[str] = (), hooks: bool = True) -> torch.Tensor:
     """`fn(inputs)`, a gradient-free pass through `network` (whose fingerprint with `identity` and `skip` must
     decide it), or the stored outputs of an earlier pass of an equal network on equal inputs: the same tensor. For
     passes inside a strategy on one batch at a time, such as prompt methods' frozen query. A pass with autograd on,
     or with any module in train mode (dropout would draw random numbers), is always computed. Batches are kept in
-    memory only (one file per training batch would cost more than it saves)."""
+    memory only (one file per training batch would cost more than it saves). `hooks`: as in `module_fingerprint`."""
     if not share or torch.is_grad_enabled() or any(module.training for module in network.modules()):
         return fn(inputs)
-    return memoised(module_fingerprint(network, identity, skip), inputs, context, lambda: fn(inputs), persist=False)
+    key = module_fingerprint(network, identity, skip, hooks)
+    return memoised(key, inputs, context, lambda: fn(inputs), persist=False)

@@ -8,6 +8,10 @@ sun-hailong/AAAI25-MOS@8d5e07c backbone/vit_mos.py:265-275; TUNA backbone/vit_tu
 every set to the backbone's blocks when it is added and keeps every set bypassed, so the backbone computes the
 pre-trained network; `selected(i)` runs set i for the passes inside it (`features(backbone, x, i)`), and
 `every_set(backbone, x)` gives each set's features of a batch (one full pass per set: the methods' inference cost).
+With a runtime that shares (`benchmark.sharing`), an evaluation pass of set i is keyed by the backbone's and set
+i's tensors and settings alone, so a set frozen after its task is run once on the test images, not once per
+evaluation: the accuracy matrix's T evaluations cost T set-passes per image instead of T (T + 1) / 2, the same
+tensors either way. The key leaves out the blocks' hooks: they are the bank's adapters, all bypassed but set i's.
 The references keep one ViT class that loops over the blocks with a chosen adapter list; hooks give the same
 function on timm's own ViT.
 
@@ -30,6 +34,7 @@ import torch
 from torch import nn
 
 from benchmark.runtime import Runtime
+from benchmark.sharing import shared_pass
 from benchmark.streams import Task
 from strategies._adapter import Adapter
 from strategies._prototypes import task_features
@@ -92,11 +97,21 @@ class AdapterBank(nn.Module):
         with self.selected(index):
             return backbone(x)
 
-    def every_set(self, backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """(sets, n, d): each set's features of `x`, one pass per set; before the first set, the pre-trained
-        network's as the only entry (a strategy that has learnt nothing yet still costs one pass)."""
+    def shared_features(self, backbone: nn.Module, x: torch.Tensor, index: Optional[int],
+                        runtime: Runtime) -> torch.Tensor:
+        """`features(backbone, x, index)`, or, for a gradient-free evaluation pass with `runtime.share`, the
+        outputs of an earlier pass of the same backbone and set on the same batch."""
+        network = nn.ModuleList([backbone] if index is None else [backbone, self.sets[index]])
+        network.training = False  # a container only: the modes that count are its members'
+        return shared_pass(network, "pre-trained network" if index is None else "backbone with an adapter set",
+                           partial(self.features, backbone, index=index), x, runtime.share, runtime.context, hooks=False)
+
+    def every_set(self, backbone: nn.Module, x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+        """(sets, n, d): each set's features of `x`, one pass per set (shared as in `shared_features`); before the
+        first set, the pre-trained network's as the only entry (a strategy that has learnt nothing yet still costs
+        one pass)."""
         indices: Sequence[Optional[int]] = range(len(self.sets)) if len(self.sets) else [None]
-        return torch.stack([self.features(backbone, x, index) for index in indices])
+        return torch.stack([self.shared_features(backbone, x, index, runtime) for index in indices])
 
     def task_features(self, backbone: nn.Module, task: Task, index: Optional[int],
                       runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,14 +42,12 @@ Deviations from the reference:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Mapping, Optional
 
 import torch
 from torch import nn
 
 from benchmark.config import apply_preset, require
-from benchmark.sharing import shared_pass
 from benchmark.streams import Task
 from strategies._adapter_bank import AdapterBank, stored_sets
 from strategies._first_session import PILOT_RECIPE, FirstSessionConfig, train_with_cosine_head
@@ -127,8 +125,7 @@ class EASE(Strategy):
 
     def every_set(self, x: torch.Tensor) -> torch.Tensor:
         """(sets, n, d): each subspace's features, one pass per set, shared with equal passes on the same batch."""
-        return shared_pass(self, "every adapter set's features", partial(self.bank.every_set, self.backbone), x,
-                           self.runtime.share, self.runtime.context, skip=self.feature_free)
+        return self.bank.every_set(self.backbone, x, self.runtime)
 
     def predict(self, x: torch.Tensor, task_id: Optional[int] = None) -> torch.Tensor:
         every = self.every_set(x)

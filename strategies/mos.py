@@ -62,7 +62,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.config import apply_preset, require
-from benchmark.sharing import shared_pass
 from benchmark.streams import Task
 from strategies._adapter_bank import AdapterBank, ema_merge, merged_state, stored_sets
 from strategies._first_session import PILOT_RECIPE, FirstSessionConfig
@@ -188,8 +187,7 @@ class MOS(Strategy):
 
     def every_set(self, x: torch.Tensor) -> torch.Tensor:
         """(sets, n, d): each set's features, shared with equal passes on the same batch (logits and selection)."""
-        return shared_pass(self, "every adapter set's features", partial(self.bank.every_set, self.backbone), x,
-                           self.runtime.share, self.runtime.context, skip=self.feature_free)
+        return self.bank.every_set(self.backbone, x, self.runtime)
 
     def retrieve(self, every: torch.Tensor, first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Self-refined retrieval: (the set each image ends on, the head's logits on that set's features), starting

@@ -60,7 +60,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.config import apply_preset, require
-from benchmark.sharing import shared_pass
 from benchmark.streams import Task
 from strategies._adapter_bank import AdapterBank, emr_merge, merged_state, stored_sets
 from strategies._first_session import PILOT_RECIPE, FirstSessionConfig
@@ -195,21 +194,21 @@ class TUNA(Strategy):
     def universal_features(self, x: torch.Tensor) -> torch.Tensor:
         """The universal adapter's features: the merged set, or with `universal: latest` the newest task set."""
         if self.config.universal == "latest" or not len(self.universal):
-            return self.bank.features(self.backbone, x, len(self.bank) - 1 if len(self.bank) else None)
-        return self.universal.features(self.backbone, x, 0)
+            return self.bank.shared_features(self.backbone, x, len(self.bank) - 1 if len(self.bank) else None,
+                                             self.runtime)
+        return self.universal.shared_features(self.backbone, x, 0, self.runtime)
 
     def every_pass(self, x: torch.Tensor) -> torch.Tensor:
         """(passes, n, d): each task-specific set's features, then (from the second task on) the universal
         adapter's."""
-        specific = self.bank.every_set(self.backbone, x)
+        specific = self.bank.every_set(self.backbone, x, self.runtime)
         if len(self.bank) <= 1:
             return specific
         return torch.cat([specific, self.universal_features(x)[None]])
 
     def scored(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, selected set) of a batch, the passes shared with equal ones on the same batch."""
-        every = shared_pass(self, "every adapter set's and the universal adapter's features", self.every_pass, x,
-                            self.runtime.share, self.runtime.context, skip=self.feature_free)
+        every = self.every_pass(x)
         with torch.autocast(every.device.type, enabled=False):
             if len(self.bank) <= 1:  # the first task: set 0 alone (before it, the pre-trained network)
                 return self.logits(every[0].float()), x.new_zeros(len(x), dtype=torch.long)

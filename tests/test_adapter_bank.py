@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from benchmark import costs
 from benchmark.checkpoints import load_resizing
 from benchmark.runtime import Runtime
+from benchmark.sharing import MEMO
 from strategies._adapter_bank import AdapterBank, ema_merge, emr_merge, merged_state, stored_sets
 from strategies.base import build_strategy
 
@@ -49,7 +50,7 @@ def test_a_set_runs_only_when_selected_and_is_adaptformers_block(backbone, strea
         randomise(bank.add(), seed)
     bank.eval()  # no dropout
     assert torch.equal(model(x), pretrained)  # every set bypassed at rest
-    every = bank.every_set(model, x)
+    every = bank.every_set(model, x, RUNTIME)
     assert every.shape == (3, 3, model.num_features)
     for index in range(3):
         expected = by_hand(model, bank.sets[index], x)
@@ -58,6 +59,35 @@ def test_a_set_runs_only_when_selected_and_is_adaptformers_block(backbone, strea
         assert not torch.allclose(expected, pretrained, atol=1e-3)
     assert torch.equal(bank.features(model, x, None), pretrained)
     assert torch.equal(model(x), pretrained)  # and again after the selections
+
+
+def test_a_frozen_sets_evaluation_pass_is_computed_once_and_a_changed_set_again(backbone, stream):
+    """Sharing per set: after a set is added, the earlier sets' features of the same batch come from the memo (the
+    very tensors a fresh pass gives); a set whose weights change (MOS's merge) is computed anew."""
+    model = frozen_copy(backbone)
+    x = torch.stack([image for image, _ in list(stream.tasks[0].test)[:4]])
+    bank = AdapterBank(model, bottleneck=4, scale=0.1, dropout=0.1)
+    randomise(bank.add(), 0)
+    bank.eval()
+    MEMO.clear()
+    with torch.no_grad():
+        first = bank.every_set(model, x, RUNTIME)
+        assert (MEMO.hits, MEMO.misses) == (0, 1)
+        randomise(bank.add(), 1)
+        bank.eval()
+        both = bank.every_set(model, x, RUNTIME)
+        assert (MEMO.hits, MEMO.misses) == (1, 2)  # set 0 taken, set 1 computed
+        assert both[0].data_ptr() != first[0].data_ptr() and torch.equal(both[0], first[0])
+        assert torch.equal(both[1], bank.features(model, x, 1))  # a fresh pass: the same tensor
+        randomise(bank.sets[0], 2)  # set 0 changed in place
+        again = bank.every_set(model, x, RUNTIME)
+        assert (MEMO.hits, MEMO.misses) == (2, 3)  # set 1 taken, set 0 computed anew
+        assert torch.equal(again[0], bank.features(model, x, 0)) and not torch.equal(again[0], first[0])
+    bank.train()
+    with torch.no_grad():
+        bank.every_set(model, x, RUNTIME)
+    assert (MEMO.hits, MEMO.misses) == (2, 3)  # a pass in train mode (dropout) is never shared
+    MEMO.clear()
 
 
 def test_a_new_set_adds_nothing_or_copies_the_set_it_is_like(backbone, stream):
