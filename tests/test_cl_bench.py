@@ -170,7 +170,7 @@ def test_a_built_wheel_in_a_fresh_venv_lists_and_dry_runs_the_default_suite(tmp_
     assert "ranpac (presets: mini, reference, reference-imagenet-r)" in listed and "mini.yaml" in listed
     assert run(python, "-m", "cl_bench", "--version", cwd=cwd, env=env).stdout.strip() == "cl-bench 0.1.0"
     plan = run(python, "-m", "cl_bench", "dry-run", cwd=cwd, env=env).stdout
-    assert "36 runs planned" in plan and "ranpac" in plan
+    assert "48 runs planned" in plan and "ranpac" in plan and "hide_prompt" in plan
     assert not list(cwd.iterdir())  # a dry run writes nothing
 
 

@@ -237,3 +237,26 @@ def test_the_docs_results_table_is_regenerated_from_result_files(results_dir):  
     rows = {tuple(c.strip() for c in line.strip("|").split("|"))[:3] for line in lines[2:]}
     assert ("split", "full_ft", "65.00") in rows  # seeds 0 and 1: (40 + 80) / 2 and (50 + 90) / 2, averaged
     assert ("one-task", "linear", "55.00") in rows and not any(r[1] == "broken" for r in rows)  # failed runs left out
+
+
+def test_the_results_tables_are_written_between_their_markers_and_nothing_on_a_bad_file(results_dir, tmp_path):  # noqa: F811,E501
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        from results_table import main, table
+    finally:
+        sys.path.pop(0)
+    wide = table([results_dir], "wide").splitlines()
+    assert wide[0].split("|")[1].strip() == "strategy" and "split avg_acc" in wide[0] and "one-task drop" in wide[0]
+    full_ft = next(line for line in wide if line.startswith("| full_ft "))
+    assert full_ft.split("|")[2].strip() == "65.00"  # the mean over seeds, as in the long table
+    page, plain = tmp_path / "page.md", tmp_path / "plain.md"
+    page.write_text("intro\n<!-- results-table: wide -->\nold\n<!-- /results-table -->\nmiddle\n"
+                    "<!-- results-table: long -->\n<!-- /results-table -->\nend\n")
+    plain.write_text("no marker here\n")
+    assert main([str(results_dir), "--write", str(page), "--write", str(plain)]) == 2
+    assert "old" in page.read_text()  # checked every file before writing any
+    assert main([str(results_dir), "--write", str(page)]) == 0
+    text = page.read_text()
+    assert "old" not in text and text.startswith("intro\n") and text.endswith("end\n")
+    assert "\n".join(wide) in text and table([results_dir], "long") in text
+    assert main([str(results_dir), "--write", str(page)]) == 0 and page.read_text() == text  # idempotent
