@@ -135,12 +135,15 @@ def wandb_records(path: Path) -> list[Record]:
 def wandb_run(out: Path) -> dict:
     """Everything the offline W&B files under `out/wandb` hold: run ids, config, history by key, summary, artifacts,
     exit codes (a resumed run's second folder is merged in, as `wandb sync` merges them)."""
-    found = {"ids": [], "config": {}, "history": {}, "summary": {}, "artifacts": [], "exit_codes": []}
+    found = {"ids": [], "names": [], "tags": [], "config": {}, "history": {}, "summary": {}, "artifacts": [],
+             "exit_codes": []}
     for path in sorted(out.glob("wandb/offline-run-*/run-*.wandb")):
         for record in wandb_records(path):
             kind = record.WhichOneof("record_type")
             if kind == "run":
                 found["ids"].append(record.run.run_id)
+                found["names"].append(record.run.display_name)
+                found["tags"].append(sorted(record.run.tags))
                 found["config"].update({i.key: json.loads(i.value_json) for i in record.run.config.update})
             elif kind == "config":
                 found["config"].update({i.key: json.loads(i.value_json) for i in record.config.update})
@@ -308,6 +311,8 @@ def test_every_tracked_value_reads_back_from_each_sink(write_suite, mlflow_serve
     assert {k: v for k, v in wandb["config"].items() if k != "_wandb"} == result["config"]
     assert wandb["summary"]["status"] == "ok" and wandb["exit_codes"] == [0]
     assert wandb["artifacts"] == [(f"result-{wandb['ids'][0]}", "result", ["result.json"])]
+    assert wandb["names"] == [f"linear · mini-split-digits · {result['seed']}"]
+    assert wandb["tags"] == [sorted(f"{key}={value}" for key, value in code_tags(result).items())]
 
     ids = json.loads((folder / IDS_FILE).read_text())
     assert set(ids) == set(tracking) and ids["wandb"] == wandb["ids"][0]
