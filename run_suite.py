@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from benchmark.runtime import Runtime
     from benchmark.safe_io import check_name
     from benchmark.suite import run_suite
+    from benchmark.tracking import finish_suite
     from reports.report import generate_report
 
     overrides = {"name": args.executor, "workers": args.workers, "ray_address": args.ray_address,
@@ -102,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         return print_plan(config, runtime)
     outcome = run_suite(config, out_dir, runtime, keep_checkpoints=args.keep_checkpoints, finished=print_finished)
     report = generate_report([out_dir], out_dir, config.comparison)
+    finish_suite(outcome.tracking, out_dir, report.files, "failed" if outcome.failed else "ok")
     for line in [s.line() for s in report.skipped] + report.notes:
         print(line, file=sys.stderr)
     print(report.markdown.read_text())

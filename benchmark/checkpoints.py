@@ -48,6 +48,7 @@ class Progress:
     confusion: list[list[int]] = field(default_factory=list)  # after the latest task: [true, predicted, count]
     train_s: list[float] = field(default_factory=list)
     eval_s: list[float] = field(default_factory=list)
+    train_steps: int = 0  # optimiser steps of the shared loop so far, counted when tracked (benchmark/tracking/steps.py)
 
     @property
     def tasks_done(self) -> int:

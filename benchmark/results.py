@@ -262,6 +262,16 @@ def versions() -> dict[str, str]:
             "avalanche": avalanche.__version__, "git_commit": _git_commit()}
 
 
+def package_version() -> Optional[str]:
+    """The installed cl-vit-bench distribution's version, None in a source tree that was never installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cl-vit-bench")
+    except PackageNotFoundError:
+        return None
+
+
 def numeric_fields(values: Mapping[str, Any], prefix: str = "") -> dict[str, Optional[float]]:
     """The numbers of a result's `metrics` or `cost`, flat (for tables and trackers): a mapping of numbers (one per
     retention protocol, task-aware metrics) becomes `<key>_<name>`, a list of numbers (per-task times)

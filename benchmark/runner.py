@@ -31,6 +31,7 @@ from benchmark.runtime import Runtime
 from benchmark.sharing import MEMO, use_store
 from benchmark.streams import Stream, build_stream, joint_task
 from benchmark.streams.base import CLASS_INCREMENTAL
+from benchmark.tracking.steps import current_step_log
 from strategies.base import build_strategy
 
 
@@ -94,6 +95,9 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
     # a joint upper bound trains once on every task's data; its one evaluation fills every row (docs/strategies/index.md)
     tasks, repeats = ((joint_task(stream),), len(stream.tasks)) if strategy.joint else (stream.tasks, 1)
     remaining = tasks[progress.tasks_done // repeats:]
+    step_log = current_step_log()  # per-step tracking: its step goes on from the checkpoint's
+    if step_log is not None:
+        step_log.step = progress.train_steps
     for task in runtime.bar(remaining, desc=f"{spec.strategy} on {spec.stream}", total=len(remaining)):
         start = _clock(runtime)
         try:
@@ -101,6 +105,7 @@ def run(spec: RunSpec, runtime: Runtime, backbone: Optional[Backbone] = None,
         except RunDiverged as diverged:
             raise RunDiverged(diverged.step, diverged.epoch, task.index) from None
         progress.train_s.append(_clock(runtime) - start)
+        progress.train_steps = step_log.step if step_log is not None else progress.train_steps
         start = _clock(runtime)
         strategy.eval()
         features = StrategyFeatures(strategy, runtime)

@@ -33,7 +33,7 @@ from benchmark.runner import run
 from benchmark.runtime import Runtime
 from benchmark.safe_io import FolderError, UnsafePathError, real_folder, remove_partials, require_file_slot
 from benchmark.streams import build_stream, stream_params
-from benchmark.tracking import Tracker, TrackingPlan, plan_tracking, prepare_tracking
+from benchmark.tracking import Tracker, TrackingPlan, open_suite, plan_tracking
 from strategies.base import STRATEGIES, build_strategy, strategy_config
 
 
@@ -43,6 +43,7 @@ class SuiteOutcome:
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     diverged: list[str] = field(default_factory=list)
+    tracking: TrackingPlan = TrackingPlan()  # with the suite's parent runs, for `benchmark.tracking.finish_suite`
 
 
 def plan_runs(config: SuiteConfig, runtime: Runtime) -> list[RunSpec]:
@@ -140,7 +141,8 @@ def execute(job: RunJob, backbone: Optional[Backbone] = None) -> str:
     tracker = Tracker(job.tracking, job.spec, job.out_dir, checkpoint.parent)
     try:
         tracker.start(resuming=checkpoint.is_file())
-        result = run(job.spec, job.runtime, backbone, checkpoint, tracker.task_done)
+        with tracker.training():  # per-step loss and lr from the shared loop, when a sink takes them
+            result = run(job.spec, job.runtime, backbone, checkpoint, tracker.task_done)
     except FolderError:  # the folder cannot take the run's files (a full disk): no run's fault, stop the suite
         raise
     except Exception as error:  # a failing or diverging run is recorded; the suite goes on
@@ -177,6 +179,8 @@ def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpo
         remove_partials(out_dir)
         runtime = runtime.with_store(feature_store_folder(config, out_dir), config.cache.limit_bytes)
         write_published(out_dir, config.published)
+        tracking = open_suite(tracking, out_dir)  # once, before any worker opens a tracked run (docs/safety.md)
+        outcome.tracking = tracking
         todo = []
         for spec in specs:
             remove_partials(run_folder(out_dir, spec.run_id))
@@ -191,7 +195,6 @@ def run_suite(config: SuiteConfig, out_dir: Path, runtime: Runtime, keep_checkpo
             todo.append(RunJob(spec, out_dir, runtime.with_precision(spec.precision), keep_checkpoints, tracking,
                                config.imports))
         notify(runtime.precision_line())  # once, as training starts (a strategy's recipe may fix its own)
-        prepare_tracking(tracking, out_dir)  # once, before any worker opens a tracked run
         # closing: an interrupt between two statuses still runs the executor's cleanup (its workers stopped and
         # waited for) before the lock is released
         with contextlib.closing(executor(todo, execute, backbones, config.executor)) as statuses:

@@ -80,12 +80,15 @@ def run(config: Union[SuiteConfig, Mapping[str, Any], str, Path], out: Union[str
     import strategies  # noqa: F401  (registers the built-in strategies)
     from benchmark.runtime import Runtime
     from benchmark.suite import run_suite
+    from benchmark.tracking import finish_suite
+    from reports.report import generate_report
 
     suite = suite_config(config, name)
     runtime = Runtime.resolve(suite.device, suite.precision, progress=progress, loader_workers=suite.loader_workers,
                               share=suite.share)
-    run_suite(suite, Path(out), runtime, keep_checkpoints=keep_checkpoints)
-    report(out)
+    outcome = run_suite(suite, Path(out), runtime, keep_checkpoints=keep_checkpoints)
+    built = generate_report([Path(out)], Path(out))
+    finish_suite(outcome.tracking, Path(out), built.files, "failed" if outcome.failed else "ok")  # the parent run
     return load_results(out)
 
 

@@ -86,12 +86,12 @@ def listing() -> str:
 
 
 def version() -> str:
-    from importlib.metadata import PackageNotFoundError, version as installed
+    from benchmark.results import package_version
 
-    try:
-        return f"cl-bench {installed('cl-vit-bench')}"
-    except PackageNotFoundError:  # run from a source tree that was never installed
+    installed = package_version()  # None: run from a source tree that was never installed
+    if installed is None:
         return "cl-bench (not installed; source tree " + str(Path(__file__).resolve().parent.parent) + ")"
+    return f"cl-bench {installed}"
 
 
 def _manifest(args: list[str]) -> int:

@@ -32,6 +32,13 @@ class Report:
     skipped: list[Skipped] = field(default_factory=list)  # result files left out (unusable), with why
     notes: list[str] = field(default_factory=list)  # other files left out (an unreadable published.json), one line each
 
+    @property
+    def files(self) -> list[Path]:
+        """What the report consists of (report.html, the leaderboards, plots/, pages/): the suite's tracked
+        artifacts."""
+        folder = self.html.parent
+        return [self.html, self.markdown, *sorted(folder.glob("leaderboard*.csv")), folder / "plots", folder / PAGES]
+
 
 def collect(result_dirs: list[Path]) -> tuple[list[dict[str, Any]], list[Skipped]]:
     """Results of several folders merged by run id (where a run appears twice, a finished result wins), and the

@@ -20,6 +20,7 @@ from benchmark.errors import RunDiverged
 from benchmark.recipe import RecipeConfig
 from benchmark.evaluation import IN_MEMORY_LIMIT_BYTES, apply, as_tensors, fits_in_memory
 from benchmark.sharing import memoised
+from benchmark.tracking.steps import current_step_log
 from benchmark.runtime import Runtime
 from benchmark.streams import Task
 from strategies._heads import HEAD_INITS
@@ -263,8 +264,10 @@ def run_epoch(loss_fn: Loss, batches: Batches, optimizer: torch.optim.Optimizer,
     """One pass over `batches`: loss, backward, with `grad_clip` the gradients' global L2 norm clipped to it (as
     l2p-pytorch's `clip_grad_norm_(model.parameters(), 1.0)`), optimizer step, then `after_step` (a per-step lr
     schedule, LAE's EMA). Returns the detached losses, for `check_finite` once per epoch. Strategies with their own
-    epoch structure (an epoch-wise schedule, warm-up epochs) call this instead of `fit`."""
+    epoch structure (an epoch-wise schedule, warm-up epochs) call this instead of `fit`. With experiment tracking on,
+    each step is reported to the run's step log (benchmark/tracking/steps.py: throttled loss and lr, no number changed)."""
     clipped = [p for group in optimizer.param_groups for p in group["params"]] if grad_clip else []
+    step_log = current_step_log()  # None without tracking: no per-step cost
     losses = []
     for images, labels in batches:
         images = images.to(runtime.device, non_blocking=True)
@@ -275,6 +278,8 @@ def run_epoch(loss_fn: Loss, batches: Batches, optimizer: torch.optim.Optimizer,
         loss.backward()
         if grad_clip:
             torch.nn.utils.clip_grad_norm_(clipped, grad_clip)
+        if step_log is not None:
+            step_log.record(loss, optimizer)
         optimizer.step()
         if after_step is not None:
             after_step()

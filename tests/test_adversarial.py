@@ -420,13 +420,13 @@ def test_disk_full_is_one_line_naming_the_folder(finished, tmp_path, tmpfs, caps
 def test_tracking_ids_never_become_paths(tmp_path):
     """A planted tracking.json cannot send TensorBoard's event files elsewhere: the folder is always the run's."""
     pytest.importorskip("tensorboard")
-    from benchmark.tracking.base import SinkContext
+    from benchmark.tracking.base import SinkContext, TrackedRun
     from benchmark.tracking.tensorboard_sink import TensorboardParams, TensorboardSink
     from benchmark.tracking.tracker import stored_ids
 
     elsewhere = tmp_path / "elsewhere"
     sink = TensorboardSink(TensorboardParams(), SinkContext(tmp_path / "out", "suite"))
-    assert sink.start("run-a", {}, resume_id=str(elsewhere)) == "run-a"
+    assert sink.start(TrackedRun("run-a", "a · b · 0", {}, {}, {}), resume_id=str(elsewhere)) == "run-a"
     sink.writer.close()
     assert not elsewhere.exists() and list((tmp_path / "out" / "tensorboard" / "run-a").iterdir())
     (tmp_path / "ids.json").write_text(json.dumps({"tensorboard": ["not", "a", "string"]}))

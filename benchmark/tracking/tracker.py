@@ -3,7 +3,10 @@
 Logged, at step = tasks trained so far: after each task `accuracy/task_<j>` (the accuracy-matrix row: every task's
 test set) and `retained/<protocol>` (with the pre-trained model's at step 0); at the end `metrics/<name>` and
 `cost/<name>` (the result's numbers, flat as `benchmark.results.numeric_fields` makes them) at the last step, the
-result file as an artifact and the status. The configuration (the run's spec) is recorded when the run opens.
+result file as an artifact and the status. The configuration (the run's spec), the hyper-parameters (strategy,
+stream, backbone, seed and the strategy's parameters) and the code's tags (`base.code_tags`) are recorded when the run
+opens, under its short name `strategy · stream · seed`. While the run trains, sinks with `train_every` > 0 get the
+training loss and lr (`train/loss`, `train/lr`) at every `train_every`-th optimiser step (steps.py).
 
 `tracking.json` in the run's folder keeps each sink's id of the tracked run; a run resumed from its checkpoint reopens
 those, so a crash and a re-run make one tracked run, not two. A run that starts from scratch opens new ones. A
@@ -13,16 +16,18 @@ the run opens new tracked runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ContextManager, Mapping
 
 from benchmark.checkpoints import Progress
 from benchmark.results import STATUS_OK, RunSpec, numeric_fields, write_json_atomic
 from benchmark.safe_io import UnreadableFile, read_bounded
-from benchmark.tracking.base import SINKS, Sink, SinkContext, TrackingPlan
+from benchmark.tracking.base import SINKS, Sink, TrackedRun, TrackingPlan, code_tags
+from benchmark.tracking.steps import StepLog, listening
 
 IDS_FILE = "tracking.json"
 MAX_IDS_BYTES = 2**16
@@ -50,12 +55,26 @@ def final_values(result: Mapping[str, Any]) -> dict[str, float]:
                     **{f"cost/{k}": v for k, v in numeric_fields(result["cost"]).items()}})
 
 
+def title(spec: RunSpec) -> str:
+    """A run's short name in run lists: `strategy · stream · seed` (the run id, with its hash, is a tag)."""
+    return f"{spec.strategy} · {spec.stream} · {spec.seed}"
+
+
+def hparams(spec: RunSpec) -> dict[str, Any]:
+    """What a run varies, for hyper-parameter views: strategy, stream, backbone, seed and the strategy's parameters
+    (`strategy_params.<key>`); numbers, strings and booleans as they are, anything else (lists, mappings, null) as
+    JSON, since hyper-parameter views take only those three kinds."""
+    plain = (bool, int, float, str)
+    strategy = {f"strategy_params.{key}": value if isinstance(value, plain) else json.dumps(value, sort_keys=True)
+                for key, value in spec.strategy_params.items()}
+    return {"strategy": spec.strategy, "stream": spec.stream, "backbone": spec.backbone, "seed": spec.seed, **strategy}
+
+
 class Tracker:
     """The sinks of one run; constructing it does no I/O, `start` opens the tracked runs."""
 
     def __init__(self, plan: TrackingPlan, spec: RunSpec, out_dir: Path, run_folder: Path) -> None:
-        self.plan, self.spec, self.run_folder = plan, spec, run_folder
-        self.context = SinkContext(out_dir, plan.experiment)
+        self.plan, self.spec, self.out_dir, self.run_folder = plan, spec, out_dir, run_folder
         self.sinks: list[tuple[str, Sink]] = []
 
     def start(self, resuming: bool) -> None:
@@ -64,11 +83,18 @@ class Tracker:
             return
         ids_path = self.run_folder / IDS_FILE
         ids = stored_ids(ids_path) if resuming else {}
+        run = TrackedRun(self.spec.run_id, title(self.spec), self.spec.as_dict(), hparams(self.spec), code_tags())
         for name, params in self.plan.sinks:
-            sink = SINKS.builder(name)(params, self.context)
-            ids[name] = sink.start(self.spec.run_id, self.spec.as_dict(), ids.get(name))
+            sink = SINKS.builder(name)(params, self.plan.context(self.out_dir, name))
+            ids[name] = sink.start(run, ids.get(name))
             self.sinks.append((name, sink))
         write_json_atomic(ids_path, ids)
+
+    def training(self) -> ContextManager[Any]:
+        """While the run trains: the step log of the sinks that take per-step numbers (none: no log at all)."""
+        every = [(params.train_every, sink) for (_, params), (_, sink) in zip(self.plan.sinks, self.sinks)
+                 if params.train_every > 0]
+        return listening(StepLog(every)) if every else contextlib.nullcontext()
 
     def task_done(self, progress: Progress) -> None:
         """Log the newest accuracy-matrix row and retention scores (before training too, after the first task)."""
@@ -82,11 +108,12 @@ class Tracker:
     def finish(self, result: Mapping[str, Any], result_file: Path) -> None:
         """Log the final numbers, store the result file and close every sink; a sink that fails here warns (the
         result is already written) instead of failing the run."""
-        if result.get("status") == STATUS_OK:
-            self._log(final_values(result), len(result["accuracy_matrix"]))
+        final = final_values(result) if result.get("status") == STATUS_OK else {}
+        if final:
+            self._log(final, len(result["accuracy_matrix"]))
         for name, sink in self.sinks:
             try:
-                sink.finish(result_file, result.get("status", "failed"))
+                sink.finish(result_file, result.get("status", "failed"), final)
             except Exception as error:  # noqa: BLE001  (a tracker outage must not lose the written result)
                 warnings.warn(f"tracking sink {name} could not close run {self.spec.run_id}: {error}")
 

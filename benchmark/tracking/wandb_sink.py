@@ -4,7 +4,12 @@
 The configuration is the run's `config`; numbers go through `run.log(values, step=...)` under the names tracker.py
 gives; `result.json` is a W&B artifact of type `result`; the status is `summary.status` and the exit code (0 for
 ok, 1 otherwise). A resumed run calls `wandb.init(id=<the stored id>, resume="allow")`: offline, that writes a
-second `offline-run-*-<id>` folder of the same run id, which `wandb sync` merges into one run.
+second `offline-run-*-<id>` folder of the same run id, which `wandb sync` merges into one run. The run is named
+`strategy · stream · seed` and tagged with the code (`base.code_tags`, as `key=value` W&B tags).
+
+Not sent to W&B: per-step training numbers (`train_every` is not a parameter here: W&B keeps one step axis per run
+and drops values logged at a step below the last one, so optimiser steps cannot share it with the task steps the
+other numbers use) and the report (W&B has no parent run to hold it; the runs of a suite are grouped by its name).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any, Mapping, Optional
 from benchmark.config import require
 from benchmark.results import STATUS_OK
 from benchmark.safe_io import real_folder
-from benchmark.tracking.base import SinkContext, SinkParams, register_sink
+from benchmark.tracking.base import SinkContext, SinkParams, TrackedRun, register_sink
 
 MODES = ("offline", "online")
 
@@ -41,7 +46,7 @@ class WandbSink:
         self.group = context.experiment
         self.run: Any = None
 
-    def start(self, name: str, config: Mapping[str, Any], resume_id: Optional[str]) -> str:
+    def start(self, run: TrackedRun, resume_id: Optional[str]) -> str:
         import wandb
 
         if self.params.dir:
@@ -49,15 +54,17 @@ class WandbSink:
         else:  # W&B writes <results>/wandb/: a real folder of the results folder, not a link planted there
             real_folder(self.dir, "wandb")
         self.run = wandb.init(project=self.params.project, entity=self.params.entity or None, dir=str(self.dir),
-                              mode=self.params.mode, id=resume_id, name=name,
-                              group=self.group or None, config=dict(config), resume="allow" if resume_id else None,
+                              mode=self.params.mode, id=resume_id, name=run.title,
+                              tags=[f"{key}={value}" for key, value in run.tags.items()],
+                              group=self.group or None, config=dict(run.config),
+                              resume="allow" if resume_id else None,
                               reinit="create_new", settings=wandb.Settings(silent=True, console="off"))
         return self.run.id
 
     def log(self, values: Mapping[str, float], step: int) -> None:
         self.run.log(dict(values), step=step)
 
-    def finish(self, result_file: Path, status: str) -> None:
+    def finish(self, result_file: Path, status: str, final: Mapping[str, float]) -> None:
         import wandb
 
         artifact = wandb.Artifact(f"result-{self.run.id}", type="result")
