@@ -4,7 +4,7 @@ ImageNet val) do not fit in memory as ready tensors, so each item is read and tr
 Transforms are timm's `create_transform` pipelines with the backbone's own data config (resolution, interpolation,
 mean/std, crop_pct): the same preprocessing the backbone was evaluated with when it was published, computed on uint8
 tensors (`TensorPipeline`: JPEGs decoded by torchvision's `decode_jpeg`, crops and resizes by torchvision's v2
-functions, then float and mean/std), within RESIZE_TOLERANCE_LEVELS grey levels of timm's PIL pipeline and about
+functions, then float and mean/std), within RESIZE_TOLERANCE_LEVELS grey levels of timm's PIL pipeline and 1.5 to
 1.7 times faster per core (docs/performance.md, "The image pipeline"). A one-channel backbone (vit-mini) sees each
 image's grey levels (PIL's "L" conversion, ITU-R 601-2 luma) first.
 
