@@ -5,6 +5,16 @@
     python benchmarks/throughput.py --grid [--grid-strategies full_ft linear lora topk] [--seeds 1993 0]
                                     [--workers 2 [1 ...]] [--repeats 2] [--json]
     python benchmarks/throughput.py --precision-check [--threads N] [--json]
+    python benchmarks/throughput.py --pipeline [--images 640] [--loader-workers 0] [--repeats 3] [--json]
+    python benchmarks/throughput.py --scale vitb [--vit NAME] [--per-class 1] [--tasks 2] [--batch-size 16]
+                                    [--families ...] [--loader-workers 0] [--threads 1] [--repeats 2] [--json]
+
+Pipeline mode: decode-and-transform images/s (and per core) of the suite's image-file pipeline against a bare
+torchvision ImageFolder + DataLoader on the same generated 224 px JPEGs (benchmarks/image_pipeline.py).
+
+ViT-B/16 mode (`--scale vitb`): the suite against a bare loop per strategy family (full fine-tuning, LoRA, prompts,
+prototypes) on generated 224 px JPEG folders, a random-weight ViT-B/16 loaded through the suite's backbone path
+(benchmarks/vitb_job.py); `--vit` names a smaller timm ViT for a quick check.
 
 Precision check: what `precision: auto` chooses on this machine (bf16 only where the CPU computes it natively) and
 why, beside the measured fp32 and bf16 matrix-product rates.
@@ -96,6 +106,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1993, 0], help="grid mode: seeds")
     parser.add_argument("--workers", type=int, nargs="+", default=[2],
                         help="grid mode: the suite's worker processes (several: the suite timed at each, interleaved)")
+    parser.add_argument("--pipeline", action="store_true",
+                        help="image-file pipeline: the suite's decode and transforms against torchvision's, per core")
+    parser.add_argument("--images", type=int, default=640, help="pipeline mode: JPEGs per split")
+    parser.add_argument("--loader-workers", type=int, default=0,
+                        help="pipeline and vitb modes: data-loader worker processes (each one core)")
+    parser.add_argument("--scale", choices=("mini", "vitb"), default="mini",
+                        help="mini: the job on the config's stream; vitb: the ViT-B/16 job per strategy family")
+    parser.add_argument("--vit", default="vit_base_patch16_224.augreg_in21k_ft_in1k",
+                        help="vitb mode: the timm ViT (random weights) to build through the suite's backbone path")
+    parser.add_argument("--per-class", type=int, default=1, help="vitb mode: JPEGs per class and split (50 classes)")
+    parser.add_argument("--tasks", type=int, default=2, help="vitb mode: tasks (a divisor of 50)")
+    parser.add_argument("--batch-size", type=int, default=16, help="vitb mode: training batch")
+    parser.add_argument("--families", nargs="+", default=None,
+                        help="vitb mode: strategy families: full-ft, lora, prompts, prototypes (default: all)")
     parser.add_argument("--threads", type=int, default=None,
                         help="single-job mode: compute on this many threads (make run's workers use 1 each); "
                              "default: PyTorch's (the machine's cores)")
@@ -366,6 +390,10 @@ def main(argv: list[str]) -> int:
         return precision_main(args)
     if args.grid:
         return grid_main(args)
+    if args.pipeline:
+        return pipeline_main(args)
+    if args.scale == "vitb":
+        return vitb_main(args)
     if args.profile:
         return profile_main(args)
     runtime = Runtime.resolve(args.device, args.precision or load_suite(args.config).precision, progress=False)
@@ -385,6 +413,43 @@ def main(argv: list[str]) -> int:
             train_s[name].append(output["train_s"])
     report = summarise(spec, runtime, times, train_s, flops, rate, train_images(spec, backbone))
     print_table(report)
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+def pipeline_main(args: argparse.Namespace) -> int:
+    """`--pipeline`: benchmarks/image_pipeline.py on `--images` generated JPEGs per split (10 classes)."""
+    from benchmarks import image_pipeline
+    from benchmarks.jpeg_folders import write_class_folders
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # per-core numbers: one thread per process
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            root = write_class_folders(Path(folder), 10, max(1, args.images // 10), 224, seed=0)
+            report = image_pipeline.measure(root, args.loader_workers, args.repeats)
+    finally:
+        torch.set_num_threads(threads)
+    image_pipeline.print_report(report)
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+def vitb_main(args: argparse.Namespace) -> int:
+    """`--scale vitb`: benchmarks/vitb_job.py."""
+    from benchmarks import vitb_job
+
+    runtime = Runtime.resolve(args.device, args.precision or "auto", progress=False,
+                              loader_workers=args.loader_workers)
+    families = args.families or list(vitb_job.FAMILIES)
+    unknown = [family for family in families if family not in vitb_job.FAMILIES]
+    if unknown:
+        raise SystemExit(f"--families: unknown {unknown[0]!r}; choose from {', '.join(vitb_job.FAMILIES)}")
+    report = vitb_job.measure(args.vit, args.per_class, args.tasks, args.batch_size, args.repeats, runtime,
+                              families)
+    vitb_job.print_report(report)
     if args.json:
         print(json.dumps(report))
     return 0

@@ -23,7 +23,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from benchmark.config import parse_suite
-from benchmark.datasets.files import eval_transform, train_transform
+from benchmark.datasets.files import RESIZE_TOLERANCE_LEVELS, eval_transform, train_transform
 from benchmark.datasets.images import ImageSpec
 from benchmark.recipe import INPUTS, input_pipeline
 from benchmark.runtime import Runtime
@@ -78,6 +78,15 @@ REFERENCE_TRAIN_SCALE = {
 }
 
 
+def assert_same_pixels(ours: torch.Tensor, theirs: torch.Tensor, std: float = 1.0) -> None:
+    """The suite's tensor pipeline gives the PIL pipeline's image: equal up to the resize's rounding, at most
+    RESIZE_TOLERANCE_LEVELS grey levels anywhere and under 0.05 levels on average (`std`: the normalisation's)."""
+    level = 1 / 255 / std
+    assert ours.shape == theirs.shape
+    assert float((ours - theirs).abs().max()) <= RESIZE_TOLERANCE_LEVELS * level + 1e-6
+    assert float((ours - theirs).abs().mean()) < 0.05 * level
+
+
 def hand_made_image(width: int, height: int) -> Image.Image:
     """An RGB image with structure at every scale: gradients in two channels, a checkerboard in the third."""
     x, y = np.meshgrid(np.arange(width), np.arange(height))
@@ -99,15 +108,15 @@ def test_reference_test_transform_is_the_references(strategy, preset):
     image = hand_made_image(32, 32) if cifar else hand_made_image(300, 200)
     ours = eval_transform(run_spec(strategy, preset))(image)
     theirs = REFERENCE_TEST[(strategy, preset)](image)
-    assert ours.shape == theirs.shape == (3, 224, 224)
-    assert torch.allclose(ours, theirs, atol=1e-6)
+    assert theirs.shape == (3, 224, 224)
+    assert_same_pixels(ours, theirs)
 
 
 @pytest.mark.parametrize("strategy, preset", sorted(REFERENCE_TRAIN_SCALE))
 def test_reference_train_transform_is_the_references(strategy, preset):
     """With the same random draws, the suite's training pipeline crops the box torchvision's RandomResizedCrop(224,
     scale, ratio (3/4, 4/3)) would and resizes it bilinearly, flips when RandomHorizontalFlip would, and does not
-    normalise: equal tensors over 20 draws."""
+    normalise: the same tensors (up to the resize's rounding) over 20 draws."""
     scale = REFERENCE_TRAIN_SCALE[(strategy, preset)]
     image = hand_made_image(300, 200)
     ours = train_transform(run_spec(strategy, preset), "rrc_flip")
@@ -120,7 +129,7 @@ def test_reference_train_transform_is_the_references(strategy, preset):
         expected = TF.to_tensor(TF.hflip(expected) if flip else expected)
         random.seed(draw)
         torch.manual_seed(draw)
-        assert torch.allclose(ours(image), expected, atol=1e-6), f"draw {draw}"
+        assert_same_pixels(ours(image), expected)
 
 
 def test_the_suites_protocol_keeps_the_backbones_pipeline():

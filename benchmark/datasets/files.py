@@ -1,9 +1,12 @@
 """Data sets of image files decoded on access: the large benchmarks (CIFAR-100 at 224 px, ImageNet-R, DomainNet,
 ImageNet val) do not fit in memory as ready tensors, so each item is read and transformed when a loader asks for it.
 
-Transforms are timm's `create_transform` with the backbone's own data config (resolution, interpolation,
-mean/std, crop_pct): the same preprocessing the backbone was evaluated with when it was published. A one-channel
-backbone (vit-mini) sees each image's grey levels (PIL's "L" conversion, ITU-R 601-2 luma) first.
+Transforms are timm's `create_transform` pipelines with the backbone's own data config (resolution, interpolation,
+mean/std, crop_pct): the same preprocessing the backbone was evaluated with when it was published, computed on uint8
+tensors (`TensorPipeline`: JPEGs decoded by torchvision's `decode_jpeg`, crops and resizes by torchvision's v2
+functions, then float and mean/std), within RESIZE_TOLERANCE_LEVELS grey levels of timm's PIL pipeline and 1.5 to
+1.7 times faster per core (docs/performance.md, "The image pipeline"). A one-channel backbone (vit-mini) sees each
+image's grey levels (PIL's "L" conversion, ITU-R 601-2 luma) first.
 
 Folder-based data sets (ImageNet-R, DomainNet-style folders) list their files with `image_files` and split them with
 `LabelledFiles.split`: a seeded permutation of the files sorted by path, so a split depends on the split seed and
@@ -12,17 +15,24 @@ the set of files, never on the order in which the file system lists them.
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from timm.data import create_transform
+from timm.data.transforms import RandomResizedCropAndInterpolation
 from torch.utils.data import Dataset
-from torchvision.transforms import Compose, Grayscale
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.functional import pil_to_tensor
+from torchvision.transforms.v2 import functional as F
 
 from benchmark.config import require
 from benchmark.datasets.fashion_mnist import DEFAULT_DATA_DIR
@@ -31,23 +41,82 @@ from benchmark.errors import DatasetMissingError
 
 AUGMENTATIONS = ("none", "rrc_flip")  # train augmentation: none, or RandomResizedCrop + horizontal flip
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")  # compared lower-case
+JPEG_MAGIC = b"\xff\xd8\xff"
+# The largest difference from the PIL pipelines the references use, in grey levels of 255 (before mean/std): the
+# rounding of torch's antialiased uint8 resize against PIL's (the same filters); measured in docs/performance.md.
+RESIZE_TOLERANCE_LEVELS = 2
 
-Transform = Callable[[Image.Image], torch.Tensor]
+# torchvision 0.29 deprecates its decoders in favour of TorchCodec's (not a dependency here) and warns on every call;
+# decode_jpeg is what this pipeline uses until it is removed (read_rgb falls back to PIL for what it cannot read).
+warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision are deprecated",
+                        DeprecationWarning)
+
+Picture = Union[Image.Image, torch.Tensor]  # a PIL image (torchvision's CIFAR-100) or a uint8 (C, H, W) tensor
+Transform = Callable[[Picture], torch.Tensor]
 
 
-def for_channels(transform: Transform, spec: ImageSpec) -> Transform:
-    """`transform` of RGB images for a 3-channel backbone; of their grey levels for a 1-channel one."""
-    channels = spec.input_size[0]
-    if channels not in (1, 3):
-        raise ValueError(f"cannot map RGB image files to a {channels}-channel backbone")
-    return Compose([Grayscale(1), transform]) if channels == 1 else transform
+def gray_levels(image: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB (3, H, W) -> uint8 (1, H, W): PIL's "L" conversion (ITU-R 601-2 luma in 16-bit fixed point,
+    rounded), written out because torchvision's `rgb_to_grayscale` rounds its float weights otherwise."""
+    r, g, b = image.to(torch.int32)
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.uint8).unsqueeze(0)
+
+
+class TensorPipeline:
+    """A picture -> uint8 tensor at the backbone's channels -> `geometry` (crops, resizes, flips on uint8) -> float
+    in [0, 1] -> normalised by mean/std: what timm's `create_transform` computes with PIL, on tensors.
+
+    Why not timm's transform itself: PIL's bicubic resize of a 224 px image takes ~0.9 ms on one core, torch's
+    antialiased uint8 resize (the same filters, PIL's) ~0.27 ms, and timm's own transforms on a tensor resize in
+    float; the output differs from PIL's by at most RESIZE_TOLERANCE_LEVELS grey levels (rounding)."""
+
+    def __init__(self, spec: ImageSpec, geometry: Sequence[Callable[[torch.Tensor], torch.Tensor]]) -> None:
+        channels = spec.input_size[0]
+        if channels not in (1, 3):
+            raise ValueError(f"cannot map RGB image files to a {channels}-channel backbone")
+        self.gray, self.geometry = channels == 1, list(geometry)
+        self.mean, self.std = list(spec.mean), list(spec.std)
+
+    def __call__(self, picture: Picture) -> torch.Tensor:
+        x = picture if isinstance(picture, torch.Tensor) else pil_to_tensor(picture.convert("RGB"))
+        x = gray_levels(x) if self.gray else x
+        for step in self.geometry:
+            x = step(x)
+        return F.normalize(F.to_dtype(x, torch.float32, scale=True), self.mean, self.std)
 
 
 def eval_transform(spec: ImageSpec) -> Transform:
-    """Resize (shorter side to size / crop_pct), centre-crop, to tensor, normalise: the backbone's eval pipeline."""
-    return for_channels(create_transform(spec.input_size, is_training=False, interpolation=spec.interpolation,
-                                         mean=spec.mean, std=spec.std, crop_pct=spec.crop_pct,
-                                         crop_mode=spec.crop_mode), spec)
+    """Resize the shorter side to floor(size / crop_pct), centre-crop: timm's eval pipeline (`transforms_imagenet_eval`)
+    for square inputs with `crop_mode: center`; other shapes and modes run timm's own geometry on the tensor."""
+    _, height, width = spec.input_size
+    if height != width or spec.crop_mode != "center":
+        timm_geometry = create_transform(spec.input_size, is_training=False, interpolation=spec.interpolation,
+                                         crop_pct=spec.crop_pct, crop_mode=spec.crop_mode, use_prefetcher=True)
+        return TensorPipeline(spec, [timm_geometry])
+    resize = partial(F.resize, size=[math.floor(height / spec.crop_pct)],
+                     interpolation=InterpolationMode(spec.interpolation), antialias=True)
+    return TensorPipeline(spec, [resize, partial(F.center_crop, output_size=[height, width])])
+
+
+class TimmResizedCrop:
+    """timm's RandomResizedCropAndInterpolation: the box drawn by its `get_params` (Python's `random`: the same draws
+    as timm's), cropped and resized on the uint8 tensor."""
+
+    def __init__(self, size: tuple[int, int], scale: tuple[float, float], interpolation: str) -> None:
+        self.size, self.scale, self.interpolation = list(size), scale, InterpolationMode(interpolation)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        top, left, height, width = RandomResizedCropAndInterpolation.get_params(image, self.scale, (3 / 4, 4 / 3))
+        return F.resized_crop(image, top, left, height, width, self.size, self.interpolation, antialias=True)
+
+
+def horizontal_flip(image: torch.Tensor) -> torch.Tensor:
+    """torchvision's RandomHorizontalFlip(0.5) (one draw of torch's generator), then the draw timm's no-op
+    ColorJitter makes (`torch.randperm(4)`, `color_jitter: 0`): so an augmented stream draws what it drew through
+    timm's PIL transforms, and its crops and flips stay the same images' crops and flips."""
+    flipped = F.horizontal_flip(image) if torch.rand(1) < 0.5 else image
+    torch.randperm(4)
+    return flipped
 
 
 def require_augment(augment: str) -> None:
@@ -66,17 +135,15 @@ def data_path(data_dir: str) -> Path:
 
 
 def train_transform(spec: ImageSpec, augment: str) -> Transform:
-    """`rrc_flip`: RandomResizedCrop (scale `spec.train_scale`, 0.08-1 unless a recipe says otherwise) + horizontal
-    flip, no colour jitter (the CL papers' recipe); `none`: the eval pipeline.
+    """`rrc_flip`: RandomResizedCrop (scale `spec.train_scale`, 0.08-1 unless a recipe says otherwise, ratio 3/4-4/3)
+    + horizontal flip, no colour jitter (the CL papers' recipe); `none`: the eval pipeline.
 
-    timm's crop draws its box from Python's `random`, torchvision's from torch's generator: the same distribution,
-    not the same draws as a reference that uses torchvision's `RandomResizedCrop`."""
+    The crop's box is drawn as timm's from Python's `random`, torchvision's from torch's generator: the same
+    distribution, not the same draws as a reference that uses torchvision's `RandomResizedCrop`."""
     if augment == "none":
         return eval_transform(spec)
-    return for_channels(create_transform(spec.input_size, is_training=True,
-                                         interpolation=spec.train_interpolation or spec.interpolation,
-                                         scale=spec.train_scale, mean=spec.mean, std=spec.std, hflip=0.5,
-                                         color_jitter=0.0), spec)
+    crop = TimmResizedCrop(spec.input_size[1:], spec.train_scale, spec.train_interpolation or spec.interpolation)
+    return TensorPipeline(spec, [crop, horizontal_flip])
 
 
 class ImageFiles(Dataset):
@@ -93,11 +160,27 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.transform(load_rgb(self.paths[index])), int(self.targets[index])
+        return self.transform(read_rgb(self.paths[index])), int(self.targets[index])
+
+
+def read_rgb(path: Path) -> torch.Tensor:
+    """The image at `path` as a uint8 RGB tensor (3, H, W); a missing or undecodable file is a one-line error that
+    names it. JPEG files are decoded by torchvision's `decode_jpeg` (libjpeg-turbo, as PIL: the same pixels, ~25%
+    faster on one core), others, and JPEGs it cannot read, through PIL."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DatasetMissingError(f"image file {path} is missing; re-extract the data set") from None
+    if data.startswith(JPEG_MAGIC):
+        try:
+            return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        except RuntimeError:  # a JPEG variant libjpeg-turbo's torchvision build refuses: PIL says why, or reads it
+            pass
+    return pil_to_tensor(load_rgb(path))
 
 
 def load_rgb(path: Path) -> Image.Image:
-    """The image at `path` as RGB; a missing or undecodable file is a one-line error that names it."""
+    """The image at `path` as a PIL RGB image; a missing or undecodable file is a one-line error that names it."""
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
