@@ -53,8 +53,8 @@ def image_batches(images: Images, runtime: Runtime) -> Iterator[torch.Tensor]:
     if isinstance(images, torch.Tensor):
         batches: Iterator[torch.Tensor] = (images[start: start + runtime.eval_batch]
                                            for start in range(0, len(images), runtime.eval_batch))
-    else:
-        loader = DataLoader(images, batch_size=runtime.eval_batch, shuffle=False,
+    else:  # a generator of its own: a pass must not draw from the global RNG (a shared pass that is skipped would not)
+        loader = DataLoader(images, batch_size=runtime.eval_batch, shuffle=False, generator=torch.Generator(),
                             **runtime.loader_options(images, persistent=False))
         batches = (batch[0] for batch in loader)
     for batch in batches:
@@ -145,7 +145,9 @@ def embed(features: Fn, images: Images, runtime: Runtime) -> torch.Tensor:
 class StrategyFeatures:
     """A strategy's features at one evaluation point (after a task, or before the first): each image set is embedded
     once however many scorers ask, and, with `runtime.share`, taken from an earlier evaluation of an equal network
-    (same `feature_key`, `benchmark.sharing`) when there was one, in this run or another run of this process."""
+    (same `feature_key`, `benchmark.sharing`) when there was one, in this run or another run of this process (or,
+    with the feature store, another process). Sets in memory and sets read from files alike (these keyed by their
+    files' contents, `benchmark.datasets.fingerprints`)."""
 
     strategy: Any
     runtime: Runtime
@@ -161,7 +163,8 @@ class StrategyFeatures:
     def _compute(self, images: Images) -> torch.Tensor:
         """The features, from an earlier evaluation of the same network; else, where the strategy's features start
         with a frozen stage, from that stage's kept outputs (in their own dtype, so the rest computes exactly what
-        it would on the images); else from the images."""
+        it would on the images; images in memory only: a stage's outputs on a set too large to hold are larger
+        still); else from the images."""
         self._key = self._key or self.strategy.feature_key()
         stage = self.strategy.frozen_stage() if isinstance(images, torch.Tensor) else None
         if stage is None:

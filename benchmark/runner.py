@@ -21,6 +21,7 @@ import torch
 from benchmark import costs, diagnostics
 from benchmark.backbones import Backbone, build_backbone
 from benchmark.checkpoints import Progress, resume, save_checkpoint
+from benchmark.datasets.fingerprints import forget_file_digests
 from benchmark.errors import RunDiverged
 from benchmark.evaluation import StrategyFeatures, TestSets
 from benchmark.metrics import matrix_metrics, summarize
@@ -42,10 +43,11 @@ def _shared_stream(name: str, seed: int, image_spec: Any, params: str, runtime: 
 
 
 def forget_shared() -> None:
-    """Forget what this process shares between runs (streams and test sets, features): the next run starts cold, as
-    in a fresh process (a benchmark's timed repeats)."""
+    """Forget what this process shares between runs (streams and test sets, features, image files' digests): the next
+    run starts cold, as in a fresh process (a benchmark's timed repeats)."""
     _shared_stream.cache_clear()
     MEMO.clear()
+    forget_file_digests()
 
 
 def stream_and_tests(spec: RunSpec, backbone: Backbone, runtime: Runtime) -> tuple[Stream, TestSets]:

@@ -9,14 +9,16 @@ network's features of a set of images are kept under a key made of everything th
   forward hooks, and the bytes of every parameter and buffer (content, not identity: the copies of a backbone in
   two runs are equal until one of them trains), plus what the strategy says decides its features beyond that
   (`Strategy.feature_identity`: by default its class and configuration);
-- the images: the bytes of the tensor;
+- the images: the bytes of the tensor; for a data set read from files, the files' contents and the transform that
+  decodes them (`benchmark.datasets.fingerprints`: a hit decodes no file);
 - how the features were computed: device, autocast precision, evaluation batch size.
 
 So a hit returns exactly the tensor a fresh computation would (same kernels, same batches), and a result is the
 same bit for bit with sharing on or off (tested for every strategy). The memo lives in one process: runs in the
 same process (the default executor) share it; each worker process or Ray worker has its own, which keeps it correct
-under any executor and under resume without any file to invalidate. Images that are read from disk on every pass
-(data sets too large to hold) are never memoised.
+under any executor and under resume without any file to invalidate. Images read from disk whose pixels are not
+decided by their files (random training augmentation) or not known to be (a data set of another kind) are never
+memoised.
 
 A tensor's digest is xxHash's XXH3-128 of its bytes (the `xxhash` package: ~10 GB/s, where hashlib's cryptographic
 digests manage ~0.5 GB/s; no adversary here, and 128 bits make an accidental collision negligible), kept per tensor
@@ -37,6 +39,8 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
 import torch
 import xxhash
 from torch import nn
+
+from benchmark.datasets.fingerprints import image_set_fingerprint
 
 if TYPE_CHECKING:
     from benchmark.feature_store import FeatureStore
@@ -173,13 +177,22 @@ def use_store(folder: Optional[str], limit_bytes: int) -> None:
 def memoised(network_key: str, images: object, context: tuple, compute: Callable[[], torch.Tensor],
              persist: bool = True) -> torch.Tensor:
     """`compute()` (a network's outputs on `images`), or the stored result of the same computation: from this
-    process's memo, else, when `persist` and a store is in use, from disk. Images that are not a tensor in memory
-    are computed every time."""
-    if not isinstance(images, torch.Tensor) or _PAUSED[0]:
+    process's memo, else, when `persist` and a store is in use, from disk. `images`: a tensor, or a data set read
+    from files (`images_digest`); anything else is computed every time."""
+    digest = None if _PAUSED[0] else images_digest(images)
+    if digest is None:
         return compute()
-    key = (network_key, tensor_digest(images), context)
+    key = (network_key, digest, context)
     store = STORE[0] if persist else None
     return MEMO.get_or_compute(key, compute if store is None else lambda: store.get_or_compute(key, compute))
+
+
+def images_digest(images: object) -> Optional[str]:
+    """What keys a set of images: a tensor's content digest, a file-backed data set's fingerprint; None when neither
+    decides its images (random augmentation, another kind of data set)."""
+    if isinstance(images, torch.Tensor):
+        return tensor_digest(images)
+    return image_set_fingerprint(images)
 
 
 def shared_pass(network: nn.Module, identity: str, fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,

@@ -11,6 +11,7 @@ subsampling: what PIL writes by default above quality 75, as most photo archives
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from PIL import Image
@@ -36,16 +37,19 @@ def make_image(rng: np.random.Generator, label: int, size: int) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def write_class_folders(root: Path, classes: int, per_class: int, size: int, seed: int) -> Path:
-    """Write `per_class` JPEGs of size x size pixels per class into `root`/train/<class>/ and as many into
-    `root`/test/<class>/; the same arguments write the same bytes. Returns `root`."""
+def write_class_folders(root: Path, classes: int, per_class: int, size: int, seed: int,
+                        splits: tuple[str, ...] = SPLITS, test_per_class: Optional[int] = None) -> Path:
+    """Write `per_class` JPEGs of size x size pixels per class into `root`/<split>/<class>/ for each of `splits`
+    (`test_per_class`, if given, for the split named "test"); the same arguments write the same bytes. Returns
+    `root`."""
     if classes < 1 or per_class < 1 or size < 8:
         raise ValueError(f"need classes >= 1, per_class >= 1 and size >= 8, got {classes}, {per_class}, {size}")
     rng = np.random.default_rng(seed)
-    for split in SPLITS:
+    for split in splits:
+        count = test_per_class if split == "test" and test_per_class is not None else per_class
         for label in range(classes):
             folder = root / split / class_name(label)
             folder.mkdir(parents=True, exist_ok=True)
-            for index in range(per_class):
+            for index in range(count):
                 make_image(rng, label, size).save(folder / f"{index:05d}.jpg", quality=QUALITY)
     return root

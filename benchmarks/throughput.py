@@ -4,6 +4,7 @@
                                     [--repeats 3] [--threads N] [--device auto] [--precision auto] [--json]
     python benchmarks/throughput.py --grid [--grid-strategies full_ft linear lora topk] [--seeds 1993 0]
                                     [--workers 2 [1 ...]] [--repeats 2] [--json]
+    python benchmarks/throughput.py --grid --scale vitb [--seeds 1993 0 1] [--repeats 1] [--json]
     python benchmarks/throughput.py --precision-check [--threads N] [--json]
     python benchmarks/throughput.py --pipeline [--images 640] [--loader-workers 0] [--repeats 3] [--json]
     python benchmarks/throughput.py --scale vitb [--vit NAME] [--per-class 1] [--tasks 2] [--batch-size 16]
@@ -24,6 +25,15 @@ several worker counts, the suite at each) on a grid of strategies x the config's
 runs done one after another by the bare loop (b) below, which shares nothing; they alternate (suite, bare, suite,
 bare, ...) and medians are reported. Both score the same retention (head, `--retention-size` images) and the same
 T x T matrix.
+
+Grid mode at `--scale vitb`: a ViT-B/16 (`vit_base_patch16_224.augreg_in21k_ft_in1k` with random weights, saved to
+a local file and loaded through the suite's backbone path) on generated 224 px JPEG class folders read through the
+real class-folder loader (VTAB's layout: 50 classes, 2 tasks, `VITB_TRAIN` / `VITB_TEST` images per class, train
+augmentation off), three frozen-feature strategies (SimpleCIL, the linear probe, RanPAC without phase 1) x the seeds,
+one worker. Three invocations of `run_suite.py`, each a fresh process, interleaved per repeat: share-nothing
+(`share: false`), the first with a new feature store (cold) and the second with the same store (warm); reported:
+each invocation's wall time and the sum of its runs' own times (`wall_time_s`: without process start and report),
+and the ratios share-nothing / cold and cold / warm.
 
 The job: train `strategy` through `stream` on the config's backbone, and after every task evaluate every task's
 test set (the T x T accuracy matrix) and the retained accuracy on the pre-training domain (the backbone's original
@@ -52,6 +62,7 @@ import dataclasses
 import gc
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 from functools import partial
@@ -62,6 +73,7 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # jpeg_folders
 warnings.filterwarnings("ignore", message="no QP solver found")
 
 import torch  # noqa: E402
@@ -112,7 +124,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--loader-workers", type=int, default=0,
                         help="pipeline and vitb modes: data-loader worker processes (each one core)")
     parser.add_argument("--scale", choices=("mini", "vitb"), default="mini",
-                        help="mini: the job on the config's stream; vitb: the ViT-B/16 job per strategy family")
+                        help="mini: the job on the config's stream; vitb: the ViT-B/16 job per strategy family (with "
+                             "--grid: a ViT-B/16 grid of frozen-feature strategies on generated 224 px JPEG folders: "
+                             "share-nothing, cold store, warm store)")
     parser.add_argument("--vit", default="vit_base_patch16_224.augreg_in21k_ft_in1k",
                         help="vitb mode: the timm ViT (random weights) to build through the suite's backbone path")
     parser.add_argument("--per-class", type=int, default=1, help="vitb mode: JPEGs per class and split (50 classes)")
@@ -382,6 +396,79 @@ def grid_main(args: argparse.Namespace) -> int:
     return 0
 
 
+VITB = "vit_base_patch16_224.augreg_in21k_ft_in1k"
+VITB_STRATEGIES = {"simplecil": {}, "linear": {"epochs": 1}, "ranpac": {"epochs": 0, "precision": "bf16"}}
+VITB_TRAIN, VITB_TEST = 2, 1  # images per class and split (50 classes): 100 training and 50 test images
+VITB_RETENTION = {"protocols": {"knn": {"k": 2, "bank_size": 4}}, "eval_size": 4}  # 4 classes of generated images
+
+
+def write_vitb_job(folder: Path, seeds: list[int], device: str, precision: str) -> dict[str, Any]:
+    """The ViT-B/16 grid's files under `folder` (random weights, JPEG folders, a small ImageNet-style retention set)
+    and its suite settings, without `share` / `cache`."""
+    import timm
+    from safetensors.torch import save_file
+
+    from jpeg_folders import write_class_folders
+
+    torch.manual_seed(0)
+    weights = folder / "vit_base_random.safetensors"
+    save_file(timm.create_model(VITB, pretrained=False).state_dict(), str(weights))
+    write_class_folders(folder / "data" / "vtab", 50, VITB_TRAIN, 224, seed=0, test_per_class=VITB_TEST)
+    write_class_folders(folder / "imagenet", 4, 1, 224, seed=2, splits=("train", "val"))
+    return {"backbones": {VITB: {"pretrained_file": str(weights), "imagenet_dir": str(folder / "imagenet")}},
+            "streams": {"split-vtab": {"data_dir": str(folder / "data"), "n_tasks": 2, "shuffle": True,
+                                       "augment": "none"}},
+            "strategies": VITB_STRATEGIES, "seeds": seeds, "retention": VITB_RETENTION, "device": device,
+            "precision": precision, "executor": {"workers": 1}}
+
+
+def invocation(settings: dict[str, Any], folder: Path) -> dict[str, float]:
+    """One `run_suite.py` invocation in a fresh process: its wall time and the sum of its runs' own times."""
+    import yaml
+
+    folder.mkdir(parents=True)
+    (folder / "suite.yaml").write_text(yaml.safe_dump(settings))
+    start = time.perf_counter()
+    subprocess.run([sys.executable, str(ROOT / "run_suite.py"), "--config", str(folder / "suite.yaml"), "--out",
+                    str(folder / "out"), "--quiet"], check=True, capture_output=True)
+    wall = time.perf_counter() - start
+    results = [json.loads(path.read_text()) for path in sorted((folder / "out" / "runs").glob("*/result.json"))]
+    if len(results) != len(VITB_STRATEGIES) * len(settings["seeds"]) or any(r["status"] != "ok" for r in results):
+        raise SystemExit(f"{folder}: not every run finished ok")
+    return {"wall_s": wall, "runs_s": sum(r["cost"]["wall_time_s"] for r in results)}
+
+
+def vitb_grid_main(args: argparse.Namespace) -> int:
+    """`--grid --scale vitb`: share-nothing, cold store, warm store, interleaved per repeat (see the docstring)."""
+    seeds = args.seeds if len(args.seeds) > 2 else [1993, 0, 1]
+    legs = ("share-nothing", "cold store", "warm store")
+    times: dict[str, list[dict[str, float]]] = {leg: [] for leg in legs}
+    with tempfile.TemporaryDirectory() as work:
+        job = write_vitb_job(Path(work), seeds, args.device, args.precision or "auto")
+        for repeat in range(args.repeats):
+            store = {"cache": str(Path(work) / f"store-{repeat}")}
+            for leg, extra in zip(legs, ({"share": False}, store, store)):
+                times[leg].append(invocation({**job, **extra}, Path(work) / f"{leg.replace(' ', '-')}-{repeat}"))
+    median = {leg: {kind: statistics.median(t[kind] for t in values) for kind in ("wall_s", "runs_s")}
+              for leg, values in times.items()}
+    ratios = {kind: {"share_nothing_over_cold": median["share-nothing"][kind] / median["cold store"][kind],
+                     "cold_over_warm": median["cold store"][kind] / median["warm store"][kind]}
+              for kind in ("wall_s", "runs_s")}
+    report = {"mode": "grid", "scale": "vitb", "backbone": VITB, "strategies": list(VITB_STRATEGIES), "seeds": seeds,
+              "images": {"train": 50 * VITB_TRAIN, "test": 50 * VITB_TEST}, "repeats": args.repeats,
+              "seconds": median, "all": times, "ratios": ratios}
+    print(f"ViT-B/16 grid ({', '.join(VITB_STRATEGIES)} x seeds {seeds}, {50 * VITB_TRAIN} training and "
+          f"{50 * VITB_TEST} test images, 1 worker), median of {args.repeats}")
+    for leg in legs:
+        print(f"{leg:<14} invocation {median[leg]['wall_s']:7.1f} s   its runs {median[leg]['runs_s']:7.1f} s")
+    for kind, label in (("wall_s", "invocations"), ("runs_s", "runs")):
+        print(f"{label}: share-nothing / cold {ratios[kind]['share_nothing_over_cold']:.2f}, cold / warm "
+              f"{ratios[kind]['cold_over_warm']:.2f}")
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -389,7 +476,7 @@ def main(argv: list[str]) -> int:
     if args.precision_check:
         return precision_main(args)
     if args.grid:
-        return grid_main(args)
+        return vitb_grid_main(args) if args.scale == "vitb" else grid_main(args)
     if args.pipeline:
         return pipeline_main(args)
     if args.scale == "vitb":

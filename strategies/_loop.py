@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from benchmark.config import require
 from benchmark.errors import RunDiverged
 from benchmark.recipe import RecipeConfig
-from benchmark.evaluation import IN_MEMORY_LIMIT_BYTES, apply, as_tensors, fits_in_memory
+from benchmark.datasets.fingerprints import image_set_fingerprint
+from benchmark.evaluation import IN_MEMORY_LIMIT_BYTES, apply, as_tensors, fits_in_memory, labels_of
 from benchmark.sharing import memoised
 from benchmark.tracking.steps import current_step_log
 from benchmark.runtime import Runtime
@@ -141,16 +142,47 @@ def local_units(labels: tuple[int, ...], num_outputs: int, device: torch.device)
 
 
 
+class _TooLarge(Exception):
+    """Outputs that would not fit in IN_MEMORY_LIMIT_BYTES: nothing to memoise."""
+
+
 @torch.no_grad()
 def precompute(transform: Callable[[torch.Tensor], torch.Tensor], data: Dataset, runtime: Runtime,
                key: Optional[str] = None) -> Optional[TensorDataset]:
     """(transform(image), label) for every item, computed once, or None when the outputs would not fit in
     IN_MEMORY_LIMIT_BYTES (extrapolated from the first batch). With the `key` of a frozen `transform` (a
-    `feature_key`), outputs are shared with earlier calls on the same images (`benchmark.sharing`)."""
-    if key is not None and runtime.share and fits_in_memory(data):
-        images, labels = as_tensors(data, runtime)
-        compute = lambda: apply(transform, images, runtime).cpu()  # noqa: E731  (the same batches as below)
-        return TensorDataset(memoised(key, images, runtime.context, compute), labels)
+    `feature_key`), outputs are shared with earlier calls on the same images (`benchmark.sharing`): a data set read
+    from files by its files' contents, without decoding them on a hit; any other data set that fits by its decoded
+    tensor."""
+    if key is not None and runtime.share:
+        if image_set_fingerprint(data) is not None:
+            return _shared_file_outputs(transform, data, runtime, key)
+        if fits_in_memory(data):
+            images, labels = as_tensors(data, runtime)
+            compute = lambda: apply(transform, images, runtime).cpu()  # noqa: E731  (the same batches as below)
+            return TensorDataset(memoised(key, images, runtime.context, compute), labels)
+    return _outputs(transform, data, runtime)
+
+
+def _shared_file_outputs(transform: Callable[[torch.Tensor], torch.Tensor], data: Dataset, runtime: Runtime,
+                         key: str) -> Optional[TensorDataset]:
+    """`precompute` of a data set read from files, memoised under its fingerprint; labels from its `targets`."""
+
+    def compute() -> torch.Tensor:
+        computed = _outputs(transform, data, runtime)
+        if computed is None:
+            raise _TooLarge
+        return computed.tensors[0]
+
+    try:
+        return TensorDataset(memoised(key, data, runtime.context, compute), labels_of(data))
+    except _TooLarge:
+        return None
+
+
+def _outputs(transform: Callable[[torch.Tensor], torch.Tensor], data: Dataset,
+             runtime: Runtime) -> Optional[TensorDataset]:
+    """`precompute` without sharing: the data set read in evaluation batches."""
     outputs, labels = [], []
     # A loader of its own generator: caching must not draw from the global RNG that training's shuffling uses.
     loader = DataLoader(data, batch_size=runtime.eval_batch, shuffle=False, generator=torch.Generator(),

@@ -211,6 +211,11 @@ class RanPAC(Strategy):
         """The (adapted) backbone's features, a function of the modules alone (backbone, first-session module)."""
         return ""
 
+    def recipe(self) -> dict[str, Any]:
+        """Phase 1's training recipe; without phase 1 (`epochs: 0`) nothing trains by the shared loop (the ridge head
+        is solved in closed form), so nothing to record (its `train_config` would be an invalid zero-epoch one)."""
+        return super().recipe() if self.config.epochs else {}
+
     def report(self) -> dict[str, Any]:
         stored = (self.projection, self.gram, self.targets, self.readout)
         return {"ridge_lambdas": self.ridges.tolist(),

@@ -26,6 +26,7 @@ from avalanche.benchmarks.utils import as_classification_dataset
 from torch.utils.data import ConcatDataset, Dataset, TensorDataset
 
 from benchmark.config import require
+from benchmark.datasets.fingerprints import Item, image_items
 from benchmark.datasets.images import ImageSpec
 from benchmark.errors import ConfigError, UserInputError
 from benchmark.registry import BuilderRegistry
@@ -86,6 +87,12 @@ class Relabelled(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, int]:
         image, _ = self.dataset[index]
         return image, int(self.targets[index])
+
+
+@image_items.register
+def _(dataset: Relabelled) -> Optional[list[Item]]:
+    """The items' images are the wrapped data set's (only labels change)."""
+    return image_items(dataset.dataset)
 
 
 Split = tuple[torch.Tensor, torch.Tensor] | Dataset  # (images, labels) tensors, or a Dataset with `targets`
