@@ -40,14 +40,17 @@ from avalanche.benchmarks.utils.flat_data import FlatData
 from timm.data.transforms import CenterCropOrPad, MaybePILToTensor, MaybeToTensor
 from torch.utils.data import ConcatDataset, Dataset, Subset
 from torchvision import transforms
+from torchvision.transforms.v2 import functional as tv_functional
 
-from benchmark.datasets.files import ImageFiles
+from benchmark.datasets.files import ImageFiles, TensorPipeline
 
 Item = tuple[Path, Callable[..., Any]]  # an item's image file and the transform that decodes it
 # transforms whose output is a function of their input and settings alone (no random draw)
 DETERMINISTIC = (transforms.Resize, transforms.CenterCrop, transforms.ToTensor, transforms.PILToTensor,
                  transforms.Normalize, transforms.Grayscale, transforms.ConvertImageDtype, MaybeToTensor,
                  MaybePILToTensor, CenterCropOrPad)
+# the suite's own pipeline's deterministic steps (benchmark/datasets/files.py: `eval_transform`'s resize and crop)
+DETERMINISTIC_FUNCTIONS = (tv_functional.resize, tv_functional.center_crop)
 DIGESTS_KEPT = 2**21  # files whose content digest this process keeps (ImageNet's train split: 1.28 M)
 
 
@@ -112,12 +115,22 @@ def _setting(value: Any) -> Any:
     return value
 
 
+def _steps_key(steps: Sequence[Callable[..., Any]]) -> Optional[str]:
+    keys = [transform_key(step) for step in steps]
+    return None if any(key is None for key in keys) else "[" + ", ".join(keys) + "]"  # type: ignore[arg-type]
+
+
 def transform_key(transform: Callable[..., Any]) -> Optional[str]:
     """The class and public settings of every step of a deterministic transform (a `Compose` of `DETERMINISTIC`
     steps), or None when any step may draw random numbers or is unknown."""
     if isinstance(transform, transforms.Compose):
-        steps = [transform_key(step) for step in transform.transforms]
-        return None if any(step is None for step in steps) else "[" + ", ".join(steps) + "]"  # type: ignore[arg-type]
+        return _steps_key(transform.transforms)
+    if isinstance(transform, TensorPipeline):  # the suite's own pipeline: its settings, then each geometry step
+        steps = _steps_key(transform.geometry)
+        return None if steps is None else f"TensorPipeline{(transform.gray, transform.mean, transform.std)!r}{steps}"
+    if isinstance(transform, functools.partial) and transform.func in DETERMINISTIC_FUNCTIONS:
+        keywords = sorted((name, _setting(value)) for name, value in transform.keywords.items())
+        return f"{transform.func.__module__}.{transform.func.__qualname__}{_setting(transform.args)!r}{keywords!r}"
     if type(transform) not in DETERMINISTIC:
         return None
     settings = sorted((name, _setting(value)) for name, value in vars(transform).items() if not name.startswith("_"))
