@@ -15,15 +15,18 @@ The suite: `benchmark.runner.run` (as `run_suite.py` runs a run; no checkpoints)
 stream. The bare loop: torchvision `ImageFolder` + `DataLoader` with torchvision's PIL transforms on the same files,
 the same optimiser, schedule and loss as the strategy, the same T x T evaluations and retention scores (the
 backbone's own head on the same retention images); it borrows only the strategy's network (LoRA layers, prompts and
-their selection), so both train the same parameters, and shares nothing between evaluations. The two alternate per
-family, who goes first alternating (suite, bare, bare, suite, ...), after an untimed training step and evaluation
-batch of the backbone; medians are reported, and the ratio bare seconds / suite seconds (>= 1: the suite is no
-slower). Both read the retention images from the backbone's cache of them (decoded once per process).
+their selection), so both train the same parameters, and shares nothing between evaluations (the borrowed network
+runs with the runtime's `share` off, so L2P's prompt-free query is computed every time it is asked for, and the memo
+an earlier suite run filled is cleared first). The two alternate per family, who goes first alternating (suite,
+bare, bare, suite, ...), after an untimed training step and evaluation batch of the backbone; medians are reported,
+and the ratio bare seconds / suite seconds (>= 1: the suite is no slower). Both read the retention images from the
+backbone's cache of them (decoded once per process).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
 import os
 import statistics
@@ -212,7 +215,10 @@ def of_classes(dataset: Dataset, classes: Iterable[int]) -> Subset:
 
 
 def bare_job(spec: RunSpec, runtime: Runtime, backbone: Backbone) -> dict[str, Any]:
-    """The run written out with torchvision's data pipeline and no sharing (see the module docstring)."""
+    """The run written out with torchvision's data pipeline and no sharing (see the module docstring): the borrowed
+    network gets a runtime that shares nothing, and nothing an earlier suite run shared is left to reuse."""
+    forget_shared()
+    runtime = dataclasses.replace(runtime, share=False)
     stream = build_stream(spec.stream, spec.seed, image_spec=backbone.image_spec, **spec.stream_params)
     label_of = {c: label for task in stream.tasks for c, label in zip(task.classes, task.labels)}
     data = bare_datasets(Path(spec.stream_params["data_dir"]) / "vtab", backbone.image_spec, label_of.__getitem__)

@@ -40,35 +40,45 @@ def numbers(out) -> dict:
     return results
 
 
+SPLIT = {"mini-split-digits": {"n_tasks": 2}}
+DOMAINS = {"mini-domain-digits": {"domains": ["clean", "rotated"]}}
+# The domain stream (same classes, transformed images) for one strategy of each way of sharing: a trained network,
+# a frozen prefix, the frozen backbone, first-session adapters, the prompt query, an adapter bank (test time).
+DOMAIN_SHARERS = ("ease", "full_ft", "l2p", "ranpac", "simplecil", "topk")
+
+
 def test_shared_stored_and_unshared_suites_write_the_same_results_for_every_strategy(tmp_path, tiny_backbone_params):
     """Shared in memory (the default store under the results folder filled on the way), then in a fresh memo from
-    that store only (as another process or invocation would), then nothing shared: the same results."""
+    that store only (as another process or invocation would), then nothing shared: the same results. Every strategy
+    on the split stream, one of each way of sharing on the domain stream too."""
     names = builtin_strategies()
+    assert set(DOMAIN_SHARERS) <= set(names)
     store = tmp_path / "out-memory" / "cache" / "features"
     outs = {}
-    both = {"mini-split-digits": {"n_tasks": 2}, "mini-domain-digits": {"domains": ["clean", "rotated"]}}
-    split_only = {"mini-split-digits": both["mini-split-digits"]}  # the store's leg: one stream (test time)
-    for mode, settings in [("memory", {"streams": both}), ("store", {"cache": str(store), "streams": split_only}),
-                           ("off", {"share": False, "streams": both})]:
-        config = tmp_path / f"{mode}.yaml"
-        config.write_text(yaml.safe_dump({
-            "backbones": {"vit-mini": tiny_backbone_params},
-            "strategies": {name: cheap(name) for name in names}, "retention": {"eval_size": 60,
-                                                                              "protocols": {"head": {}, "knn": {"bank_size": 40}}},
-            "device": "cpu", "precision": "bf16", **settings}))
+    for mode, settings in [("memory", {}), ("store", {"cache": str(store)}), ("off", {"share": False})]:
+        legs = [("", SPLIT, names)] + ([] if mode == "store" else [("-domains", DOMAINS, DOMAIN_SHARERS)])
         MEMO.clear()
         STORE[0] = None  # counts start again (the suite opens the store anew)
-        assert suite(config, tmp_path / f"out-{mode}") == 0
+        for suffix, streams, strategies in legs:
+            config = tmp_path / f"{mode}{suffix}.yaml"
+            config.write_text(yaml.safe_dump({
+                "backbones": {"vit-mini": tiny_backbone_params}, "streams": streams,
+                "strategies": {name: cheap(name) for name in strategies},
+                "retention": {"eval_size": 60, "protocols": {"head": {}, "knn": {"bank_size": 40}}},
+                "device": "cpu", "precision": "bf16", **settings}))
+            assert suite(config, tmp_path / f"out-{mode}{suffix}") == 0
+            if mode == "memory" and not suffix:
+                assert STORE[0].misses > 0 and STORE[0].hits == 0 and any(store.glob("*.pt"))
         if mode == "memory":
             assert MEMO.hits > 0  # something was shared: the comparison below is not between two unshared suites
-            assert STORE[0].misses > 0 and STORE[0].hits == 0 and any(store.glob("*.pt"))
         elif mode == "store":  # most feature sets the memo missed came from disk (LoRA's and SD-LoRA's networks after
             # a task fingerprint differently from the first suite's, by which passes ran before: those are computed)
             assert STORE[0].hits > 10 * STORE[0].misses and STORE[0].damaged == 0
         else:
             assert MEMO.hits == MEMO.misses == 0
-        outs[mode] = numbers(tmp_path / f"out-{mode}")
-    assert len(outs["memory"]) == 2 * len(names) and len(outs["store"]) == len(names)
+        outs[mode] = {run: result for suffix, _, _ in legs
+                      for run, result in numbers(tmp_path / f"out-{mode}{suffix}").items()}
+    assert len(outs["memory"]) == len(names) + len(DOMAIN_SHARERS) and len(outs["store"]) == len(names)
     assert outs["memory"] == outs["off"]
     assert outs["store"] == {run: result for run, result in outs["off"].items() if run in outs["store"]}
 
