@@ -132,15 +132,20 @@ def wandb_records(path: Path) -> list[Record]:
     return [Record.FromString(record) for record in records]
 
 
-def wandb_run(out: Path) -> dict:
-    """Everything the offline W&B files under `out/wandb` hold: run ids, config, history by key, summary, artifacts,
-    exit codes (a resumed run's second folder is merged in, as `wandb sync` merges them)."""
-    found = {"ids": [], "names": [], "tags": [], "config": {}, "history": {}, "summary": {}, "artifacts": [],
-             "exit_codes": []}
+def wandb_run(out: Path, job_type: str = "") -> dict:
+    """Everything the offline W&B files under `out/wandb` of runs of `job_type` ("": the suite's runs, "report": its
+    reports) hold: run ids, config, history by key, summary, artifacts, exit codes (a resumed run's second folder is
+    merged in, as `wandb sync` merges them)."""
+    found = {"ids": [], "names": [], "groups": [], "tags": [], "config": {}, "history": {}, "summary": {},
+             "artifacts": [], "exit_codes": []}
     for path in sorted(out.glob("wandb/offline-run-*/run-*.wandb")):
-        for record in wandb_records(path):
+        records = wandb_records(path)
+        if next(r.run.job_type for r in records if r.WhichOneof("record_type") == "run") != job_type:
+            continue
+        for record in records:
             kind = record.WhichOneof("record_type")
             if kind == "run":
+                found["groups"].append(record.run.run_group)
                 found["ids"].append(record.run.run_id)
                 found["names"].append(record.run.display_name)
                 found["tags"].append(sorted(record.run.tags))
@@ -313,6 +318,13 @@ def test_every_tracked_value_reads_back_from_each_sink(write_suite, mlflow_serve
     assert wandb["artifacts"] == [(f"result-{wandb['ids'][0]}", "result", ["result.json"])]
     assert wandb["names"] == [f"linear · mini-split-digits · {result['seed']}"]
     assert wandb["tags"] == [sorted(f"{key}={value}" for key, value in code_tags(result).items())]
+    report = wandb_run(out, job_type="report")  # W&B has no parent run: the report is a run of its own in the group
+    assert report["names"] == ["report · out"] and report["groups"] == wandb["groups"] == [config.stem]
+    assert report["tags"] == wandb["tags"] and report["summary"]["status"] == "ok" and report["exit_codes"] == [0]
+    ((name, kind, contents),) = report["artifacts"]
+    assert (name, kind) == (f"report-{config.stem}", "report") and f"pages/{result['run_id']}.html" in contents
+    assert {path.split("/")[0] for path in contents} == {
+        "report.html", "leaderboard.md", "leaderboard.csv", "leaderboard_mini-split-digits.csv", "plots", "pages"}
 
     ids = json.loads((folder / IDS_FILE).read_text())
     assert set(ids) == set(tracking) and ids["wandb"] == wandb["ids"][0]
@@ -379,6 +391,9 @@ def test_a_resumed_run_continues_its_tracked_run(write_suite, tmp_path):
     wandb = wandb_run(out)
     assert wandb["ids"] == [ids_before["wandb"]] * 2  # two offline folders of one W&B run
     assert wandb["history"] == approx_series(expected(result)) and wandb["exit_codes"] == [1, 0]
+    report = wandb_run(out, job_type="report")  # a report per invocation: the failed suite's, then the finished one's
+    assert report["exit_codes"] == [1, 0] and [a[:2] for a in report["artifacts"]] == [(f"report-{config.stem}",
+                                                                                       "report")] * 2
 
 
 def test_a_resumed_suite_reopens_its_parent_run(tmp_path):

@@ -7,7 +7,8 @@ parent's id travels to the workers inside the plan (`TrackingPlan.parents`; a pl
 opens as its child. `<results>/tracking.json` keeps the parents' ids, so a resumed suite (the same command again)
 reopens the same parent: the runs it skips as finished keep their child runs, the runs it resumes from a checkpoint
 reopen theirs (`tracker.py`), and only runs that start afresh add children. `finish_suite` stores the report's files
-with the parent and closes it, FAILED if a run failed.
+with the parent and closes it, FAILED if a run failed (W&B, which has no parent runs, stores them in a report run of
+the suite's group: `wandb_sink.py`).
 """
 
 from __future__ import annotations
