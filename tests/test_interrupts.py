@@ -80,13 +80,21 @@ def numbers(out: Path) -> list[dict]:
     return [{key: result[key] for key in NUMBERS} for result in iter_results(out)]
 
 
+def interruptible() -> None:
+    """In the suite's process before it starts: SIGINT at its default, so that Python turns it into KeyboardInterrupt.
+    A shell without job control starts background commands (`cmd &`, `nohup cmd &`, a CI runner's script) with SIGINT
+    ignored, the suite and this test's pytest alike; Python then leaves it ignored, and the suite, as Unix intends for
+    such jobs, does not stop on SIGINT (SIGTERM still stops it): the test asks for a suite started from a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt(config: Path, out: Path, number: signal.Signals, after_checkpoints: int) -> int:
     """Start the suite, wait until its workers have written `after_checkpoints` per-task checkpoints (training),
     send `number` to the main process; check that every worker is gone and the lock free within STOP_WITHIN_S (the
     lock never free while a worker lives), every process of the suite within EXIT_WITHIN_S; return the exit code."""
     started = time.time_ns()
     suite = subprocess.Popen(suite_command(config, out), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+                             text=True, preexec_fn=interruptible)
     deadline = time.monotonic() + 600
     while len(checkpoints_since(out, started)) < after_checkpoints or \
             sum(map(is_worker, descendants(suite.pid))) < 2:
