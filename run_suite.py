@@ -79,9 +79,11 @@ def run(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", message="no QP solver found")
     os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"),
                                                           "ignore:no QP solver found"]))
-    # Imported after argument parsing: `--help` answers without loading torch.
+    from benchmark.config import parse_suite, read_suite, require_folder, select  # no torch
+
+    raw = read_suite(args.config, args.overrides)  # a missing or broken suite file is told before torch loads
+    # Imported after argument parsing and reading the file: `--help` and a mistyped path answer without loading torch.
     import strategies  # noqa: F401  (registers the built-in strategies)
-    from benchmark.config import load_suite, require_folder, select
     from benchmark.errors import EXIT_OK, EXIT_RUNS_FAILED
     from benchmark.runtime import Runtime
     from benchmark.safe_io import check_name
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {"name": args.executor, "workers": args.workers, "ray_address": args.ray_address,
                  "submitit_cluster": args.submitit_cluster}
-    config = select(load_suite(args.config, args.overrides), streams=args.streams, strategies=args.strategies,
+    config = select(parse_suite(raw, args.config.stem), streams=args.streams, strategies=args.strategies,
                     seeds=args.seeds, executor={k: v for k, v in overrides.items() if v is not None},
                     imports=args.imports)
     out_dir = args.out or Path("results") / check_name(config.name, "the config file's name (the default --out is "

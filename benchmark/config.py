@@ -475,7 +475,14 @@ def read_yaml(path: Path, what: str, flag: str) -> Any:
 def load_suite(path: Path, overrides: Sequence[str] = ()) -> SuiteConfig:
     """Read and validate a YAML suite file, with `--set KEY=VALUE` `overrides` applied first; the suite's name is the
     file's stem."""
-    return parse_suite(apply_overrides(read_extended(path), overrides), path.stem)
+    return parse_suite(read_suite(path, overrides), path.stem)
+
+
+def read_suite(path: Path, overrides: Sequence[str] = ()) -> Any:
+    """The suite file's mapping (with what it `extends:`) and the `overrides` applied, not yet validated: needs
+    nothing registered, so a command line reads it before loading torch and the strategies, and a missing or broken
+    file answers at once."""
+    return apply_overrides(read_extended(path), overrides)
 
 
 def apply_overrides(raw: Any, overrides: Sequence[str]) -> Any:

@@ -143,6 +143,21 @@ def test_documented_strategy_example_runs_through_the_suite(write_suite, tmp_pat
     assert result["metrics"]["avg_acc"] > 10.0  # better than chance over 10 digits
 
 
+def test_a_mistyped_or_broken_suite_file_is_told_before_torch_loads(tmp_path):
+    """The suite file is read before torch and the strategies are imported (seconds), so a wrong path or a YAML
+    syntax error answers at once; in a fresh interpreter, since this one has torch already."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("streams: [\n")
+    script = ("import sys, run_suite\n"
+              "code = run_suite.main(['--config', sys.argv[1], '--out', sys.argv[2]])\n"
+              "print(code, 'torch' in sys.modules, 'strategies' in sys.modules)")
+    for path, message in [(tmp_path / "missing.yaml", "not found"), (broken, "is not valid YAML at line 2")]:
+        done = subprocess.run([sys.executable, "-c", script, str(path), str(tmp_path / "out")], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+        assert done.stdout.split() == ["2", "False", "False"], done.stderr
+        assert message in done.stderr.strip().splitlines()[-1] and not (tmp_path / "out").exists()
+
+
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(write_suite, tmp_path):
     out = tmp_path / "out"
     process = subprocess.run([sys.executable, str(ROOT / "run_suite.py"), "--config", str(write_suite()),
